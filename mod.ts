@@ -1,0 +1,15 @@
+/**
+ * siqvl — train and run SiQ-VL vision-language models (SigLIP → pixel-shuffle projector →
+ * Qwen2.5) on WebGPU, from TypeScript.
+ *
+ * ```ts
+ * import { Gpu, Tensor, matmul } from "./mod.ts";
+ * const gpu = await Gpu.get();
+ * ```
+ * @module
+ */
+export { f32, foldGrid, Gpu } from "./src/gpu/device.ts";
+export type { BindingLike, Dispatch, GpuFeatures, GpuLimits, UniformArg } from "./src/gpu/device.ts";
+export { BufferPool, sizeClass } from "./src/gpu/pool.ts";
+export type { PoolStats } from "./src/gpu/pool.ts";
+export * from "./src/tensor/mod.ts";

@@ -1,0 +1,32 @@
+// WGSL sources live in `shaders/` (one file per kernel family). They are loaded relative to this
+// module's URL — from disk for a local checkout, over HTTP(S) when siqvl is imported from a URL —
+// never from the working directory.
+
+/** Every shader file in `shaders/` (without `.wgsl`). tests/shaders_test.ts keeps this in sync. */
+export const SHADER_FILES: readonly string[] = [
+  "cast",
+  "elementwise",
+];
+
+/** URL of a shader file, relative to this module. */
+export function shaderUrl(name: string): URL {
+  return new URL(`../../shaders/${name}.wgsl`, import.meta.url);
+}
+
+/** Fetch the sources of the named shader files. */
+export async function loadShaderSources(names: readonly string[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  await Promise.all(names.map(async (name) => {
+    const url = shaderUrl(name);
+    let text: string;
+    if (url.protocol === "file:") {
+      text = await Deno.readTextFile(url);
+    } else {
+      const res = await fetch(url);
+      if (!res.ok) throw new Error(`cannot load shader ${url}: HTTP ${res.status}`);
+      text = await res.text();
+    }
+    out.set(name, text);
+  }));
+  return out;
+}

@@ -1,0 +1,5 @@
+// Tensor, tape and ops, re-exported (importing this loads the autograd tape).
+export * from "./tensor.ts";
+export * from "./tape.ts";
+export * from "./half.ts";
+export * from "./ops/elementwise.ts";

@@ -1,0 +1,279 @@
+// Pointwise ops, casts and reductions (shaders/elementwise.wgsl, shaders/cast.wgsl).
+//
+//   add(a, b)       a: [..., M], b: same shape or [M] (broadcast over leading dims, e.g. a bias)
+//   mul(a, b)       same broadcasting as add
+//   sub(a, b)       same shapes
+//   scale(a, s)     s: number
+//   cast(a, dtype)  f32 <-> f16 / bf16 (no gradient through a cast to a half type)
+//   sum(a)          [] — sum of all elements
+//   sumRows(a, m)   [m] — sum over leading dims of a viewed as [rows, m]
+//   sumOfSquares(tensors)  [] — Σ Σ x², over a list of f32 tensors (global gradient norm²)
+// In-place (no autograd): addInPlace(a, b, s = 1): a += s·b; scaleInPlace(a, s); fill(...).
+
+import { f32, type Gpu } from "../../gpu/device.ts";
+import { type DType, record, Tensor } from "../tensor.ts";
+
+const WG = 256;
+const REDUCE_CHUNK = 256 * 16;
+
+function f32only(op: string, ...ts: Tensor[]): void {
+  for (const t of ts) {
+    if (t.dtype !== "f32") throw new Error(`${op}: expected f32, got ${t.describe()}`);
+  }
+}
+
+function broadcastPeriod(op: string, a: Tensor, b: Tensor): number {
+  if (b.size === a.size) return a.size;
+  const last = a.shape[a.shape.length - 1];
+  if (b.size === last && b.size > 0) return b.size;
+  throw new Error(`${op}: cannot broadcast ${b.describe()} onto ${a.describe()}`);
+}
+
+function binary(entry: "add" | "mul", a: Tensor, b: Tensor, m: number): Tensor {
+  const out = Tensor.empty(a.gpu, a.shape, "f32");
+  a.gpu.dispatch({
+    shader: "elementwise",
+    entry,
+    uniforms: [a.size, m, f32(0), f32(0), 0],
+    bindings: [a.binding(), b.binding(), out.binding()],
+    workgroups: Math.ceil(a.size / WG),
+    label: entry,
+  });
+  return out;
+}
+
+/** o = s·a + t·b (same shapes), no autograd. */
+export function axpby(a: Tensor, b: Tensor, s: number, t: number): Tensor {
+  const out = Tensor.empty(a.gpu, a.shape, "f32");
+  a.gpu.dispatch({
+    shader: "elementwise",
+    entry: "axpby",
+    uniforms: [a.size, a.size, f32(s), f32(t), 0],
+    bindings: [a.binding(), b.binding(), out.binding()],
+    workgroups: Math.ceil(a.size / WG),
+    label: "axpby",
+  });
+  return out;
+}
+
+/** a + b; b may be [last dim of a] (broadcast). */
+export function add(a: Tensor, b: Tensor): Tensor {
+  f32only("add", a, b);
+  const m = broadcastPeriod("add", a, b);
+  const out = binary("add", a, b, m);
+  return record("add", out, [a, b], (g) => [
+    a.requiresGrad ? g.view(a.shape) : null,
+    b.requiresGrad ? (m === a.size ? g.view(b.shape) : sumRows(g, m).view(b.shape)) : null,
+  ]);
+}
+
+/** a − b (same shapes). */
+export function sub(a: Tensor, b: Tensor): Tensor {
+  f32only("sub", a, b);
+  if (a.size !== b.size) throw new Error(`sub: ${a.describe()} vs ${b.describe()}`);
+  const out = axpby(a, b, 1, -1);
+  return record("sub", out, [a, b], (g) => [
+    a.requiresGrad ? g.view(a.shape) : null,
+    b.requiresGrad ? scale(g, -1).view(b.shape) : null,
+  ]);
+}
+
+/** a ⊙ b; b may be [last dim of a] (broadcast). */
+export function mul(a: Tensor, b: Tensor): Tensor {
+  f32only("mul", a, b);
+  const m = broadcastPeriod("mul", a, b);
+  const out = binary("mul", a, b, m);
+  return record("mul", out, [a, b], (g) => {
+    const ga = a.requiresGrad ? binary("mul", g, b, m) : null;
+    let gb: Tensor | null = null;
+    if (b.requiresGrad) {
+      const p = binary("mul", g, a, a.size);
+      gb = m === a.size ? p : sumRows(p, m).view(b.shape);
+      if (gb !== p) p.dispose();
+    }
+    return [ga, gb];
+  }, [a, b]);
+}
+
+/** s · a. */
+export function scale(a: Tensor, s: number): Tensor {
+  f32only("scale", a);
+  const out = Tensor.empty(a.gpu, a.shape, "f32");
+  a.gpu.dispatch({
+    shader: "elementwise",
+    entry: "scale",
+    uniforms: [a.size, a.size, f32(s), f32(0), 0],
+    bindings: [a.binding(), null, out.binding()],
+    workgroups: Math.ceil(a.size / WG),
+    label: "scale",
+  });
+  return record("scale", out, [a], (g) => [scale(g, s)]);
+}
+
+/** a += s · b, in place (no autograd). */
+export function addInPlace(a: Tensor, b: Tensor, s = 1): void {
+  f32only("addInPlace", a, b);
+  if (a.size !== b.size) throw new Error(`addInPlace: ${a.describe()} += ${b.describe()}`);
+  a.gpu.dispatch({
+    shader: "elementwise",
+    entry: "add_inplace",
+    uniforms: [a.size, a.size, f32(s), f32(0), 0],
+    bindings: [a.binding(), b.binding()],
+    workgroups: Math.ceil(a.size / WG),
+    label: "add_inplace",
+  });
+}
+
+/** a *= s, in place (no autograd). */
+export function scaleInPlace(a: Tensor, s: number): void {
+  f32only("scaleInPlace", a);
+  a.gpu.dispatch({
+    shader: "elementwise",
+    entry: "scale_inplace",
+    uniforms: [a.size, a.size, f32(s), f32(0), 0],
+    bindings: [a.binding()],
+    workgroups: Math.ceil(a.size / WG),
+    label: "scale_inplace",
+  });
+}
+
+/** Set every element of an f32 tensor to `value` (in place). */
+export function fillInPlace(t: Tensor, value: number): void {
+  f32only("fill", t);
+  t.gpu.dispatch({
+    shader: "elementwise",
+    entry: "fill",
+    uniforms: [t.size, t.size, f32(value), f32(0), 0],
+    bindings: [null, null, t.binding()],
+    workgroups: Math.ceil(t.size / WG),
+    label: "fill",
+  });
+}
+
+/** A new f32 tensor filled with `value`. */
+export function fill(gpu: Gpu, shape: readonly number[], value: number): Tensor {
+  const t = Tensor.empty(gpu, shape, "f32");
+  fillInPlace(t, value);
+  return t;
+}
+
+/** A new f32 tensor of zeros. */
+export function zeros(gpu: Gpu, shape: readonly number[]): Tensor {
+  return fill(gpu, shape, 0);
+}
+
+/** Sum over the leading dims of `a` viewed as [rows, m] → [m]. */
+export function sumRows(a: Tensor, m: number): Tensor {
+  f32only("sumRows", a);
+  if (a.size % m !== 0) throw new Error(`sumRows: ${a.describe()} is not [rows, ${m}]`);
+  const out = Tensor.empty(a.gpu, [m], "f32");
+  a.gpu.dispatch({
+    shader: "elementwise",
+    entry: "sum_rows",
+    uniforms: [a.size, m, f32(0), f32(0), 0],
+    bindings: [a.binding(), null, out.binding()],
+    workgroups: Math.ceil(m / WG),
+    label: "sum_rows",
+  });
+  const rows = a.size / m;
+  return record("sumRows", out, [a], (g) => {
+    // Broadcast g [m] back over rows: zeros + g.
+    const z = zeros(a.gpu, [rows, m]);
+    const r = binary("add", z, g, m);
+    z.dispose();
+    return [r.view(a.shape)];
+  });
+}
+
+// Two-pass reduction of many tensors into one scalar.
+function reduce(entry: "sum_partial" | "sumsq_partial", ts: Tensor[]): Tensor {
+  const gpu = ts[0].gpu;
+  let parts = 0;
+  for (const t of ts) parts += Math.ceil(t.size / REDUCE_CHUNK);
+  const partial = Tensor.empty(gpu, [Math.max(1, parts)], "f32");
+  let off = 0;
+  for (const t of ts) {
+    f32only(entry, t);
+    const w = Math.ceil(t.size / REDUCE_CHUNK);
+    if (w === 0) continue;
+    gpu.dispatch({
+      shader: "elementwise",
+      entry,
+      uniforms: [t.size, 0, f32(0), f32(0), off],
+      bindings: [t.binding(), null, partial.binding()],
+      workgroups: w,
+      label: entry,
+    });
+    off += w;
+  }
+  const out = Tensor.empty(gpu, [], "f32");
+  if (off === 0) fillInPlace(out, 0);
+  else {
+    gpu.dispatch({
+      shader: "elementwise",
+      entry: "reduce_final",
+      uniforms: [off, 0, f32(0), f32(0), 0],
+      bindings: [partial.binding(), null, out.binding()],
+      workgroups: 1,
+      label: "reduce_final",
+    });
+  }
+  partial.dispose();
+  return out;
+}
+
+/** Sum of all elements → []. */
+export function sum(a: Tensor): Tensor {
+  const out = reduce("sum_partial", [a]);
+  return record("sum", out, [a], (g) => {
+    const z = zeros(a.gpu, a.shape);
+    const r = binary("add", z, g, 1);
+    z.dispose();
+    return [r];
+  });
+}
+
+/** Σ x² over every element of every tensor → [] (no autograd; for gradient clipping). */
+export function sumOfSquares(ts: Tensor[]): Tensor {
+  if (ts.length === 0) throw new Error("sumOfSquares of no tensors");
+  return reduce("sumsq_partial", ts);
+}
+
+/** Convert to another dtype. Gradients flow through casts to f32 only. */
+export function cast(a: Tensor, dtype: DType): Tensor {
+  if (a.dtype === dtype) return a.view(a.shape);
+  const gpu = a.gpu;
+  const half = (d: DType) => d === "f16" || d === "bf16";
+  let out: Tensor;
+  if (a.dtype === "f32" && half(dtype)) {
+    out = Tensor.empty(gpu, a.shape, dtype);
+    gpu.dispatch({
+      shader: "cast",
+      entry: "to_half",
+      uniforms: [a.size, dtype === "bf16" ? 1 : 0],
+      bindings: [a.binding(), out.binding()],
+      workgroups: Math.ceil(a.size / 2 / WG),
+      label: `cast f32->${dtype}`,
+    });
+    return out;
+  }
+  if (half(a.dtype) && dtype === "f32") {
+    out = Tensor.empty(gpu, a.shape, "f32");
+    gpu.dispatch({
+      shader: "cast",
+      entry: "to_f32",
+      uniforms: [a.size, a.dtype === "bf16" ? 1 : 0],
+      bindings: [a.binding(), out.binding()],
+      workgroups: Math.ceil(a.size / WG),
+      label: `cast ${a.dtype}->f32`,
+    });
+    return out;
+  }
+  if (half(a.dtype) && half(dtype)) {
+    const mid = cast(a, "f32");
+    out = cast(mid, dtype);
+    mid.dispose();
+    return out;
+  }
+  throw new Error(`cast: ${a.dtype} -> ${dtype} is not supported`);
+}
