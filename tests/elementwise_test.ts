@@ -1,4 +1,4 @@
-import { GPU_TEST, TOL, assertClose, gpu, rand } from "./util.ts";
+import { assertClose, gpu, GPU_TEST, rand, TOL } from "./util.ts";
 import {
   add,
   addInPlace,
@@ -42,36 +42,40 @@ Deno.test("elementwise: add/mul with broadcast, forward and backward", GPU_TEST,
   for (const t of [a, b, up, out]) t.dispose();
 });
 
-Deno.test("elementwise: sub, scale, sum, sumRows, in-place and grid folding", GPU_TEST, async () => {
-  const g = await gpu();
-  // > 65,535 workgroups of 256: 17,000,000 elements.
-  const n = 17_000_000;
-  const av = rand(n, 4);
-  const a = Tensor.from(g, av, [n]);
-  a.requiresGrad = true;
-  const b = Tensor.from(g, rand(n, 5), [n]);
-  const s = tidy(() => sum(scale(sub(a, b), 0.5)));
-  s.backward();
-  const bv = await b.read();
-  let want = 0;
-  for (let i = 0; i < n; i++) want += 0.5 * (av[i] - bv[i]);
-  assertClose([await s.item()], [want], TOL.f32Reduce, "sum");
-  const ga = await a.grad!.read();
-  assertClose([ga[0], ga[n - 1], ga[66_000 * 256]], [0.5, 0.5, 0.5], 0, "grad of sum");
-  addInPlace(a.grad!, b, 2);
-  const ga2 = await a.grad!.read();
-  assertClose(ga2.subarray(n - 5), Array.from(bv.subarray(n - 5), (x) => 0.5 + 2 * x), TOL.f32);
-  const sq = sumOfSquares([b, b]);
-  let want2 = 0;
-  for (let i = 0; i < n; i++) want2 += 2 * bv[i] * bv[i];
-  assertClose([await sq.item()], [want2], TOL.f32Reduce, "sumOfSquares");
-  const r = noGrad(() => sumRows(a.view([n / 1000, 1000]), 1000));
-  const rv = await r.read();
-  const wr = new Float64Array(1000);
-  for (let i = 0; i < n; i++) wr[i % 1000] += av[i];
-  assertClose(rv, wr, TOL.f32Reduce, "sumRows");
-  for (const t of [a, b, s, sq, r]) t.dispose();
-});
+Deno.test(
+  "elementwise: sub, scale, sum, sumRows, in-place and grid folding",
+  GPU_TEST,
+  async () => {
+    const g = await gpu();
+    // > 65,535 workgroups of 256: 17,000,000 elements.
+    const n = 17_000_000;
+    const av = rand(n, 4);
+    const a = Tensor.from(g, av, [n]);
+    a.requiresGrad = true;
+    const b = Tensor.from(g, rand(n, 5), [n]);
+    const s = tidy(() => sum(scale(sub(a, b), 0.5)));
+    s.backward();
+    const bv = await b.read();
+    let want = 0;
+    for (let i = 0; i < n; i++) want += 0.5 * (av[i] - bv[i]);
+    assertClose([await s.item()], [want], TOL.f32Reduce, "sum");
+    const ga = await a.grad!.read();
+    assertClose([ga[0], ga[n - 1], ga[66_000 * 256]], [0.5, 0.5, 0.5], 0, "grad of sum");
+    addInPlace(a.grad!, b, 2);
+    const ga2 = await a.grad!.read();
+    assertClose(ga2.subarray(n - 5), Array.from(bv.subarray(n - 5), (x) => 0.5 + 2 * x), TOL.f32);
+    const sq = sumOfSquares([b, b]);
+    let want2 = 0;
+    for (let i = 0; i < n; i++) want2 += 2 * bv[i] * bv[i];
+    assertClose([await sq.item()], [want2], TOL.f32Reduce, "sumOfSquares");
+    const r = noGrad(() => sumRows(a.view([n / 1000, 1000]), 1000));
+    const rv = await r.read();
+    const wr = new Float64Array(1000);
+    for (let i = 0; i < n; i++) wr[i % 1000] += av[i];
+    assertClose(rv, wr, TOL.f32Reduce, "sumRows");
+    for (const t of [a, b, s, sq, r]) t.dispose();
+  },
+);
 
 Deno.test("cast: f32 <-> f16 / bf16 round to nearest even", GPU_TEST, async () => {
   const g = await gpu();
@@ -89,3 +93,36 @@ Deno.test("cast: f32 <-> f16 / bf16 round to nearest even", GPU_TEST, async () =
   }
   a.dispose();
 });
+
+Deno.test(
+  "in-place ops and sumOfSquares run window by window past one binding",
+  GPU_TEST,
+  async () => {
+    const g = await gpu();
+    const { setBindingLimitForTests } = await import("../src/tensor/ops/embedding.ts");
+    const { fillInPlace, scaleInPlace } = await import("../src/tensor/ops/elementwise.ts");
+    const n = 10_001;
+    const av = rand(n, 7), bv = rand(n, 8);
+    const a = Tensor.from(g, av, [n]);
+    const b = Tensor.from(g, bv, [n]);
+    setBindingLimitForTests(4096); // ~1000 floats per window: 11 windows
+    try {
+      addInPlace(a, b, -0.5);
+      scaleInPlace(a, 3);
+      const got = await a.read();
+      assertClose(got, Array.from(av, (x, i) => 3 * (x - 0.5 * bv[i])), TOL.f32, "windowed a");
+      const sq = sumOfSquares([a, b]);
+      let want = 0;
+      for (let i = 0; i < n; i++) want += got[i] * got[i] + bv[i] * bv[i];
+      assertClose([await sq.item()], [want], TOL.f32Reduce, "windowed sumOfSquares");
+      fillInPlace(b, 2.5);
+      const bb = await b.read();
+      assertClose([bb[0], bb[5000], bb[n - 1]], [2.5, 2.5, 2.5], 0, "windowed fill");
+      sq.dispose();
+    } finally {
+      setBindingLimitForTests(null);
+    }
+    a.dispose();
+    b.dispose();
+  },
+);

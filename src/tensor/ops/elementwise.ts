@@ -12,6 +12,7 @@
 
 import { f32, type Gpu } from "../../gpu/device.ts";
 import { type DType, record, Tensor } from "../tensor.ts";
+import { flatWindows } from "./embedding.ts";
 
 const WG = 256;
 const REDUCE_CHUNK = 256 * 16;
@@ -27,6 +28,13 @@ function broadcastPeriod(op: string, a: Tensor, b: Tensor): number {
   const last = a.shape[a.shape.length - 1];
   if (b.size === last && b.size > 0) return b.size;
   throw new Error(`${op}: cannot broadcast ${b.describe()} onto ${a.describe()}`);
+}
+
+// A view of a fresh tensor that replaces its handle (a bare .view() would leak the original).
+function viewOwned(t: Tensor, shape: readonly number[]): Tensor {
+  const v = t.view(shape);
+  t.dispose();
+  return v;
 }
 
 function binary(entry: "add" | "mul", a: Tensor, b: Tensor, m: number): Tensor {
@@ -63,7 +71,7 @@ export function add(a: Tensor, b: Tensor): Tensor {
   const out = binary("add", a, b, m);
   return record("add", out, [a, b], (g) => [
     a.requiresGrad ? g.view(a.shape) : null,
-    b.requiresGrad ? (m === a.size ? g.view(b.shape) : sumRows(g, m).view(b.shape)) : null,
+    b.requiresGrad ? (m === a.size ? g.view(b.shape) : viewOwned(sumRows(g, m), b.shape)) : null,
   ]);
 }
 
@@ -74,7 +82,7 @@ export function sub(a: Tensor, b: Tensor): Tensor {
   const out = axpby(a, b, 1, -1);
   return record("sub", out, [a, b], (g) => [
     a.requiresGrad ? g.view(a.shape) : null,
-    b.requiresGrad ? scale(g, -1).view(b.shape) : null,
+    b.requiresGrad ? viewOwned(scale(g, -1), b.shape) : null,
   ]);
 }
 
@@ -88,7 +96,7 @@ export function mul(a: Tensor, b: Tensor): Tensor {
     let gb: Tensor | null = null;
     if (b.requiresGrad) {
       const p = binary("mul", g, a, a.size);
-      gb = m === a.size ? p : sumRows(p, m).view(b.shape);
+      gb = m === a.size ? p : viewOwned(sumRows(p, m), b.shape);
       if (gb !== p) p.dispose();
     }
     return [ga, gb];
@@ -110,44 +118,54 @@ export function scale(a: Tensor, s: number): Tensor {
   return record("scale", out, [a], (g) => [scale(g, s)]);
 }
 
-/** a += s · b, in place (no autograd). */
+// The in-place ops and reductions below also take tensors larger than one storage binding (the
+// f32 gradient of a 151936×896 tied embedding is 544 MB): they run once per flat window.
+
+/** a += s · b, in place (no autograd; any size). */
 export function addInPlace(a: Tensor, b: Tensor, s = 1): void {
   f32only("addInPlace", a, b);
   if (a.size !== b.size) throw new Error(`addInPlace: ${a.describe()} += ${b.describe()}`);
-  a.gpu.dispatch({
-    shader: "elementwise",
-    entry: "add_inplace",
-    uniforms: [a.size, a.size, f32(s), f32(0), 0],
-    bindings: [a.binding(), b.binding()],
-    workgroups: Math.ceil(a.size / WG),
-    label: "add_inplace",
+  const wb = flatWindows(b);
+  flatWindows(a).forEach((w, k) => {
+    a.gpu.dispatch({
+      shader: "elementwise",
+      entry: "add_inplace",
+      uniforms: [w.n, w.n, f32(s), f32(0), 0],
+      bindings: [w.binding, wb[k].binding],
+      workgroups: Math.ceil(w.n / WG),
+      label: "add_inplace",
+    });
   });
 }
 
-/** a *= s, in place (no autograd). */
+/** a *= s, in place (no autograd; any size). */
 export function scaleInPlace(a: Tensor, s: number): void {
   f32only("scaleInPlace", a);
-  a.gpu.dispatch({
-    shader: "elementwise",
-    entry: "scale_inplace",
-    uniforms: [a.size, a.size, f32(s), f32(0), 0],
-    bindings: [a.binding()],
-    workgroups: Math.ceil(a.size / WG),
-    label: "scale_inplace",
-  });
+  for (const w of flatWindows(a)) {
+    a.gpu.dispatch({
+      shader: "elementwise",
+      entry: "scale_inplace",
+      uniforms: [w.n, w.n, f32(s), f32(0), 0],
+      bindings: [w.binding],
+      workgroups: Math.ceil(w.n / WG),
+      label: "scale_inplace",
+    });
+  }
 }
 
-/** Set every element of an f32 tensor to `value` (in place). */
+/** Set every element of an f32 tensor to `value` (in place; any size). */
 export function fillInPlace(t: Tensor, value: number): void {
   f32only("fill", t);
-  t.gpu.dispatch({
-    shader: "elementwise",
-    entry: "fill",
-    uniforms: [t.size, t.size, f32(value), f32(0), 0],
-    bindings: [null, null, t.binding()],
-    workgroups: Math.ceil(t.size / WG),
-    label: "fill",
-  });
+  for (const w of flatWindows(t)) {
+    t.gpu.dispatch({
+      shader: "elementwise",
+      entry: "fill",
+      uniforms: [w.n, w.n, f32(value), f32(0), 0],
+      bindings: [null, null, w.binding],
+      workgroups: Math.ceil(w.n / WG),
+      label: "fill",
+    });
+  }
 }
 
 /** A new f32 tensor filled with `value`. */
@@ -181,7 +199,7 @@ export function sumRows(a: Tensor, m: number): Tensor {
     const z = zeros(a.gpu, [rows, m]);
     const r = binary("add", z, g, m);
     z.dispose();
-    return [r.view(a.shape)];
+    return [viewOwned(r, a.shape)];
   });
 }
 
@@ -189,22 +207,24 @@ export function sumRows(a: Tensor, m: number): Tensor {
 function reduce(entry: "sum_partial" | "sumsq_partial", ts: Tensor[]): Tensor {
   const gpu = ts[0].gpu;
   let parts = 0;
-  for (const t of ts) parts += Math.ceil(t.size / REDUCE_CHUNK);
+  for (const t of ts) for (const w of flatWindows(t)) parts += Math.ceil(w.n / REDUCE_CHUNK);
   const partial = Tensor.empty(gpu, [Math.max(1, parts)], "f32");
   let off = 0;
   for (const t of ts) {
     f32only(entry, t);
-    const w = Math.ceil(t.size / REDUCE_CHUNK);
-    if (w === 0) continue;
-    gpu.dispatch({
-      shader: "elementwise",
-      entry,
-      uniforms: [t.size, 0, f32(0), f32(0), off],
-      bindings: [t.binding(), null, partial.binding()],
-      workgroups: w,
-      label: entry,
-    });
-    off += w;
+    for (const win of flatWindows(t)) {
+      const w = Math.ceil(win.n / REDUCE_CHUNK);
+      if (w === 0) continue;
+      gpu.dispatch({
+        shader: "elementwise",
+        entry,
+        uniforms: [win.n, 0, f32(0), f32(0), off],
+        bindings: [win.binding, null, partial.binding()],
+        workgroups: w,
+        label: entry,
+      });
+      off += w;
+    }
   }
   const out = Tensor.empty(gpu, [], "f32");
   if (off === 0) fillInPlace(out, 0);

@@ -1,0 +1,279 @@
+// Row gather / scatter ops (shaders/embedding.wgsl), for tables of any size.
+//
+//   embedding(ids, table)        ids: i32 [...], table: [V, H] f32/f16/bf16 → [..., H] f32
+//                                backward (f32 table only): dense f32 [V, H] gradient, zero except
+//                                the rows of the ids, each the sum of its tokens' gradient rows
+//   gatherRows(x, idx)           x: [N, H], idx: i32 [K] → [K, H] f32 (backward: scatter-add,
+//                                duplicate indices summed)
+//   scatterRows(base, idx, rows) base: [N, H] f32, idx: i32 [K] (distinct), rows: [K, H] f32 →
+//                                copy of base with out[idx[k]] = rows[k] (image-token fusion);
+//                                backward: d base = g with the idx rows zeroed, d rows = g[idx]
+// Indices outside [0, rows) read as a zero row and are never written (they cannot be checked
+// without a readback: ids live on the GPU).
+//
+// Tensors larger than one storage binding (a 151936×896 f32 table is 544 MB; lavapipe binds at
+// most 128 MiB) are bound as row windows whose byte offsets are multiples of
+// minStorageBufferOffsetAlignment; every kernel runs once per window. rowWindows() is exported
+// for other ops that must do the same.
+
+import type { Gpu } from "../../gpu/device.ts";
+import { DTYPE_BYTES, record, Tensor } from "../tensor.ts";
+
+const WG = 256;
+const MODE: Record<string, number> = { f32: 0, f16: 1, bf16: 2 };
+
+let bindingLimitOverride: number | null = null;
+
+/**
+ * Testing hook: pretend storage bindings hold at most `bytes` bytes (null restores the device
+ * limit), so the row-window paths run on small tensors. Affects every windowed op.
+ */
+export function setBindingLimitForTests(bytes: number | null): void {
+  if (bytes !== null && !(Number.isInteger(bytes) && bytes >= 256 && bytes % 4 === 0)) {
+    throw new Error(`setBindingLimitForTests: bad byte count ${bytes}`);
+  }
+  bindingLimitOverride = bytes;
+}
+
+/** The largest storage binding (bytes) windowed ops may use. */
+export function maxBindingBytes(gpu: Gpu): number {
+  return Math.min(bindingLimitOverride ?? Infinity, gpu.limits.maxStorageBufferBindingSize);
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+/** One window of rows [row0, row0 + rows) of a row-major tensor, and its storage binding. */
+export interface RowWindow {
+  row0: number;
+  rows: number;
+  binding: { buffer: GPUBuffer; offset: number; size: number };
+}
+
+/**
+ * Split a tensor viewed as [size / rowElems, rowElems] into row windows that each fit one storage
+ * binding, with offsets aligned to minStorageBufferOffsetAlignment (one window when it fits).
+ */
+export function rowWindows(t: Tensor, rowElems: number): RowWindow[] {
+  if (!(Number.isInteger(rowElems) && rowElems > 0) || t.size % rowElems !== 0) {
+    throw new Error(`rowWindows: ${t.describe()} is not made of rows of ${rowElems}`);
+  }
+  if (t.storage.refs <= 0) {
+    throw new Error(`tensor ${t.describe()} was used after its storage was released`);
+  }
+  const gpu = t.gpu;
+  const total = t.size / rowElems;
+  const rowBytes = rowElems * DTYPE_BYTES[t.dtype];
+  const limit = maxBindingBytes(gpu);
+  const buffer = t.storage.buffer;
+  if (t.bytes <= limit) {
+    return [{ row0: 0, rows: total, binding: { buffer, offset: 0, size: Math.max(4, t.bytes) } }];
+  }
+  const align = gpu.limits.minStorageBufferOffsetAlignment;
+  const step = align / gcd(rowBytes, align); // rows per aligned offset step
+  const perWindow = Math.floor(Math.floor(limit / rowBytes) / step) * step;
+  if (perWindow === 0) {
+    throw new Error(
+      `${t.describe()}: ${step} row(s) of ${rowBytes} bytes exceed one storage binding (${limit})`,
+    );
+  }
+  const out: RowWindow[] = [];
+  for (let row0 = 0; row0 < total; row0 += perWindow) {
+    const rows = Math.min(perWindow, total - row0);
+    const offset = row0 * rowBytes;
+    const size = Math.min(Math.ceil((rows * rowBytes) / 4) * 4, t.bytes - offset);
+    out.push({ row0, rows, binding: { buffer, offset, size } });
+  }
+  return out;
+}
+
+// Uniform block of embedding.wgsl: n, h, row0, rows, vocab, mode.
+function dispatch(
+  gpu: Gpu,
+  entry: string,
+  n: number,
+  u: [number, number, number, number, number],
+  bindings: (Tensor | RowWindow | null)[],
+): void {
+  gpu.dispatch({
+    shader: "embedding",
+    entry,
+    uniforms: [n, ...u],
+    bindings: bindings.map((b) =>
+      b === null ? null : b instanceof Tensor ? b.binding() : b.binding
+    ),
+    workgroups: Math.ceil(n / WG),
+    label: entry,
+  });
+}
+
+function checkIds(op: string, ids: Tensor): void {
+  if (ids.dtype !== "i32") throw new Error(`${op}: indices must be i32, got ${ids.describe()}`);
+}
+
+function checkTable(op: string, t: Tensor): [number, number] {
+  if (t.ndim !== 2) throw new Error(`${op}: table must be [rows, H], got ${t.describe()}`);
+  if (!(t.dtype in MODE)) throw new Error(`${op}: unsupported table dtype ${t.describe()}`);
+  if (t.shape[1] === 0) throw new Error(`${op}: empty rows in ${t.describe()}`);
+  return [t.shape[0], t.shape[1]];
+}
+
+/** One window of a flat tensor: elements [e0, e0 + n), bound whole 16-byte words. */
+export interface FlatWindow {
+  e0: number;
+  n: number;
+  binding: { buffer: GPUBuffer; offset: number; size: number };
+}
+
+/**
+ * Split a 4-byte-element tensor into windows that fit one storage binding, for kernels that bind
+ * it as array<vec4<…>>: offsets are multiples of 16 bytes and of the offset alignment, and each
+ * binding is rounded up to whole 16-byte words (the padding lies inside the pooled buffer; such
+ * kernels must not write lanes past `n`, or only to tensors they own entirely).
+ */
+export function flatWindows(t: Tensor): FlatWindow[] {
+  if (DTYPE_BYTES[t.dtype] !== 4) throw new Error(`flatWindows: ${t.describe()} is not 4-byte`);
+  if (t.storage.refs <= 0) {
+    throw new Error(`tensor ${t.describe()} was used after its storage was released`);
+  }
+  const align = t.gpu.limits.minStorageBufferOffsetAlignment;
+  const quantum = (16 * align) / gcd(16, align);
+  const chunk = (Math.floor(maxBindingBytes(t.gpu) / quantum) * quantum) / 4; // elements
+  if (chunk === 0) throw new Error("flatWindows: storage bindings smaller than one window");
+  const buffer = t.storage.buffer;
+  const out: FlatWindow[] = [];
+  for (let e0 = 0; e0 < t.size; e0 += chunk) {
+    const n = Math.min(chunk, t.size - e0);
+    const offset = e0 * 4;
+    const size = Math.ceil(n / 4) * 16;
+    if (offset + size > buffer.size) {
+      throw new Error(`${t.describe()}: its buffer has no room for a 16-byte-padded binding`);
+    }
+    out.push({ e0, n, binding: { buffer, offset, size } });
+  }
+  return out;
+}
+
+/** A new f32 tensor of zeros, written window by window (any size). */
+export function zerosLarge(gpu: Gpu, shape: readonly number[]): Tensor {
+  const t = Tensor.empty(gpu, shape, "f32");
+  for (const w of flatWindows(t)) {
+    const n4 = Math.ceil(w.n / 4);
+    gpu.dispatch({
+      shader: "embedding",
+      entry: "fill_zero",
+      uniforms: [n4, 0, 0, 0, 0, 0],
+      bindings: [null, null, null, null, null, null, w.binding],
+      workgroups: Math.ceil(n4 / 4096),
+      label: "fill_zero",
+    });
+  }
+  return t;
+}
+
+// out [K, H] f32 = rows of table (viewed as [vocab, H]) at ids (flat K).
+function gather(ids: Tensor, table: Tensor, vocab: number, h: number, outShape: number[]): Tensor {
+  const gpu = table.gpu;
+  const out = Tensor.empty(gpu, outShape, "f32");
+  const n = ids.size * h;
+  if (n === 0) return out;
+  for (const w of rowWindows(table, h)) {
+    dispatch(gpu, "gather", n, [h, w.row0, w.rows, vocab, MODE[table.dtype]], [ids, w, out]);
+  }
+  return out;
+}
+
+// Dense f32 [vocab, H] = Σ over tokens t of g[t] placed at row ids[t] (zero elsewhere).
+function scatterAdd(ids: Tensor, g: Tensor, vocab: number, h: number): Tensor {
+  const gpu = g.gpu;
+  const grad = zerosLarge(gpu, [vocab, h]);
+  const ntok = ids.size;
+  if (ntok === 0) return grad;
+  const links = Tensor.empty(gpu, [ntok, 2], "i32");
+  dispatch(gpu, "build_links", ntok, [0, 0, 0, 0, 0], [ids, null, null, links]);
+  for (const w of rowWindows(grad, h)) {
+    dispatch(gpu, "scatter_add", ntok * h, [h, w.row0, w.rows, vocab, 0], [
+      ids,
+      null,
+      null,
+      links,
+      g,
+      w,
+    ]);
+  }
+  links.dispose();
+  return grad;
+}
+
+// In place: dst rows idx[k] = rows[k] (rows null: zero them).
+function scatterSet(dst: Tensor, idx: Tensor, rows: Tensor | null): void {
+  const [vocab, h] = [dst.shape[0], dst.shape[1]]; // dst: [vocab, H]
+  const n = idx.size * h;
+  if (n === 0) return;
+  for (const w of rowWindows(dst, h)) {
+    // Zeroing reads no rows: the index buffer fills the unused (read-only) slot.
+    dispatch(dst.gpu, "scatter_set", n, [h, w.row0, w.rows, vocab, rows ? 0 : 1], [
+      idx,
+      null,
+      null,
+      null,
+      rows ?? idx,
+      w,
+    ]);
+  }
+}
+
+function gatherOp(op: string, ids: Tensor, table: Tensor, outShape: number[]): Tensor {
+  const [vocab, h] = checkTable(op, table);
+  if (table.requiresGrad && table.dtype !== "f32") {
+    throw new Error(`${op}: gradients need an f32 table, got ${table.describe()}`);
+  }
+  const out = gather(ids, table, vocab, h, outShape);
+  return record(op, out, [table], (g) => [scatterAdd(ids, g, vocab, h)], [ids]);
+}
+
+/** Embedding lookup: ids i32 [...], table [V, H] (f32/f16/bf16, any size) → [..., H] f32. */
+export function embedding(ids: Tensor, table: Tensor): Tensor {
+  checkIds("embedding", ids);
+  const [, h] = checkTable("embedding", table);
+  return gatherOp("embedding", ids, table, [...ids.shape, h]);
+}
+
+/** Rows of x: x [N, H], idx i32 [K] → [K, H] f32; the backward sums duplicate indices. */
+export function gatherRows(x: Tensor, idx: Tensor): Tensor {
+  checkIds("gatherRows", idx);
+  const [, h] = checkTable("gatherRows", x);
+  if (idx.ndim !== 1) throw new Error(`gatherRows: idx must be [K], got ${idx.describe()}`);
+  return gatherOp("gatherRows", idx, x, [idx.shape[0], h]);
+}
+
+/** base [N, H] with rows idx[k] replaced by rows[k]: idx i32 [K] (distinct), rows [K, H] f32. */
+export function scatterRows(base: Tensor, idx: Tensor, rows: Tensor): Tensor {
+  checkIds("scatterRows", idx);
+  const [, h] = checkTable("scatterRows", base);
+  if (base.dtype !== "f32" || rows.dtype !== "f32") {
+    throw new Error(`scatterRows: expected f32, got ${base.describe()} and ${rows.describe()}`);
+  }
+  if (idx.ndim !== 1) throw new Error(`scatterRows: idx must be [K], got ${idx.describe()}`);
+  if (rows.ndim !== 2 || rows.shape[0] !== idx.shape[0] || rows.shape[1] !== h) {
+    throw new Error(
+      `scatterRows: rows must be [${idx.shape[0]}, ${h}], got ${rows.describe()}`,
+    );
+  }
+  const gpu = base.gpu;
+  const out = Tensor.empty(gpu, base.shape, "f32");
+  gpu.copy(base.storage.buffer, 0, out.storage.buffer, 0, base.bytes);
+  scatterSet(out, idx, rows);
+  return record("scatterRows", out, [base, rows], (g) => {
+    let dBase: Tensor | null = null;
+    if (base.requiresGrad) {
+      dBase = Tensor.empty(gpu, base.shape, "f32");
+      gpu.copy(g.storage.buffer, 0, dBase.storage.buffer, 0, g.bytes);
+      scatterSet(dBase, idx, null);
+    }
+    const dRows = rows.requiresGrad ? gather(idx, g, base.shape[0], h, [idx.shape[0], h]) : null;
+    return [dBase, dRows];
+  }, [idx]);
+}
