@@ -6,6 +6,10 @@
 export const SHADER_FILES: readonly string[] = [
   "cast",
   "elementwise",
+  "embedding",
+  "nn",
+  "optim",
+  "pixel_shuffle",
 ];
 
 /** URL of a shader file, relative to this module. */
