@@ -4,12 +4,15 @@
 
 /** Every shader file in `shaders/` (without `.wgsl`). tests/shaders_test.ts keeps this in sync. */
 export const SHADER_FILES: readonly string[] = [
+  "attention",
   "cast",
   "elementwise",
   "embedding",
   "nn",
   "optim",
   "pixel_shuffle",
+  "rope",
+  "softmax",
 ];
 
 /** URL of a shader file, relative to this module. */

@@ -7,3 +7,4 @@ export * from "./ops/nn.ts";
 export * from "./ops/pixel_shuffle.ts";
 export * from "./ops/embedding.ts";
 export * from "./ops/optim.ts";
+export * from "./ops/attention.ts";

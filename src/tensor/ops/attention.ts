@@ -1,0 +1,288 @@
+// Fused scaled-dot-product attention (shaders/attention.wgsl) and softmax (shaders/softmax.wgsl).
+//
+//   attention(q, k, v, {causal, keyMask?, qOffset?, scale?})
+//     q [B, T, Hq, D], k / v [B, S, Hkv, D] f32 → out [B, T, Hq, D]
+//     keyMask i32 [B, S] (1 = attend, 0 = masked); query row i sits at position qOffset + i and,
+//     when causal, sees key j iff j <= qOffset + i; GQA: query head h uses kv head
+//     floor(h / (Hq / Hkv)); scale defaults to D^-0.5. Rows that see no key give 0 (and 0
+//     gradient). The forward keeps only logsumexp [B, Hq, T]; backward recomputes the
+//     probabilities block by block (no [T, S] tensor ever exists). With at most 8 query rows per
+//     kv head (decode) the forward splits the keys over many invocations and merges the parts.
+//   softmax(x)   x [..., N] f32 → softmax over the last dim, same shape (saves the output).
+//   rope(x, positions, theta)   rotary position embedding, see rope.ts.
+
+import { type BindingLike, f32 } from "../../gpu/device.ts";
+import { record, Tensor } from "../tensor.ts";
+
+export { rope, ropeInvFreq } from "./rope.ts";
+
+/** Options of {@link attention}. */
+export interface AttentionOptions {
+  /** Key j visible to query i iff j <= qOffset + i. */
+  causal: boolean;
+  /** i32 [B, S]: 1 = attend, 0 = masked key (padding). */
+  keyMask?: Tensor;
+  /** Position of query row 0 (KV-cache decode: the cache length before this step); only
+   * matters when causal. */
+  qOffset?: number;
+  /** Score scale (default D^-0.5). */
+  scale?: number;
+}
+
+/** Largest head dimension the kernels hold per invocation (4 · MAXD4 in attention.wgsl). */
+export const ATTENTION_MAX_HEAD_DIM = 128;
+
+// Binding numbers in attention.wgsl (Gpu.dispatch puts bindings[k] at @binding(k + 1)).
+const SLOT = {
+  q: 1,
+  k: 2,
+  v: 3,
+  kmask: 4,
+  dout: 5,
+  o: 6,
+  lse: 7,
+  stats: 8,
+  dq: 9,
+  dk: 10,
+  dv: 11,
+  partMl: 12,
+  partAcc: 13,
+} as const;
+
+/** The bindings array of one attention.wgsl entry point from named tensors. */
+function bind(ts: Partial<Record<keyof typeof SLOT, Tensor>>): (BindingLike | null)[] {
+  const out: (BindingLike | null)[] = [];
+  for (const [name, t] of Object.entries(ts)) {
+    out[SLOT[name as keyof typeof SLOT] - 1] = t.binding();
+  }
+  return Array.from(out, (b) => b ?? null);
+}
+
+const ROWS_PER_WG = 64; // query rows (fwd, dq) or keys (dkdv) per workgroup
+const PREP_WG = 64;
+/** Decode path (fwd_split): at most this many query rows per kv group, at least this many keys. */
+const SPLIT_MAX_ROWS = 8;
+const SPLIT_MIN_KEYS = 64;
+/** Keys per split at least, and splits per kv group at most (a multiple of 8). */
+const SPLIT_KEYS = 32;
+const SPLIT_MAX = 64;
+
+interface Dims {
+  B: number;
+  T: number;
+  S: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+}
+
+function checkInputs(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Dims {
+  for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
+    if (t.dtype !== "f32") throw new Error(`attention: ${name} must be f32, got ${t.describe()}`);
+    if (t.ndim !== 4) {
+      throw new Error(`attention: ${name} must be 4-D [B, T|S, heads, D], got ${t.describe()}`);
+    }
+  }
+  const [B, T, Hq, D] = q.shape;
+  const [Bk, S, Hkv, Dk] = k.shape;
+  if (!k.shape.every((d, i) => d === v.shape[i])) {
+    throw new Error(`attention: k ${k.describe()} and v ${v.describe()} differ in shape`);
+  }
+  if (Bk !== B || Dk !== D) {
+    throw new Error(
+      `attention: q ${q.describe()} and k ${k.describe()} disagree on batch or head dim`,
+    );
+  }
+  if (B === 0 || T === 0 || S === 0 || Hq === 0 || Hkv === 0) {
+    throw new Error(`attention: empty input (q ${q.describe()}, k ${k.describe()})`);
+  }
+  if (Hq % Hkv !== 0) {
+    throw new Error(`attention: ${Hq} query heads is not a multiple of ${Hkv} kv heads`);
+  }
+  if (D % 4 !== 0 || D > ATTENTION_MAX_HEAD_DIM) {
+    throw new Error(
+      `attention: head dim ${D} unsupported (needs a multiple of 4, at most ` +
+        `${ATTENTION_MAX_HEAD_DIM})`,
+    );
+  }
+  if (typeof opts?.causal !== "boolean") {
+    throw new Error("attention: options.causal (boolean) is required");
+  }
+  const qOffset = opts.qOffset ?? 0;
+  if (!Number.isInteger(qOffset) || qOffset < 0 || qOffset > 0x7fffffff) {
+    throw new Error(`attention: qOffset must be a non-negative integer, got ${opts.qOffset}`);
+  }
+  if (opts.scale !== undefined && !Number.isFinite(opts.scale)) {
+    throw new Error(`attention: scale must be a finite number, got ${opts.scale}`);
+  }
+  const m = opts.keyMask;
+  if (m) {
+    if (m.dtype !== "i32" || m.ndim !== 2 || m.shape[0] !== B || m.shape[1] !== S) {
+      throw new Error(`attention: keyMask must be i32 [${B}, ${S}], got ${m.describe()}`);
+    }
+  }
+  const gpu = q.gpu;
+  const maxBind = gpu.limits.maxStorageBufferBindingSize;
+  for (const t of [q, k]) {
+    if (t.bytes > maxBind) {
+      throw new Error(`attention: ${t.describe()} exceeds one storage binding (${maxBind} B)`);
+    }
+  }
+  return { B, T, S, Hq, Hkv, D };
+}
+
+function uniforms(d: Dims, opts: AttentionOptions, scale: number, nsplit = 0, slen = 0) {
+  return [
+    d.T,
+    d.S,
+    d.Hq,
+    d.Hkv,
+    d.D / 4,
+    d.Hq / d.Hkv,
+    opts.qOffset ?? 0,
+    opts.causal ? 1 : 0,
+    opts.keyMask ? 1 : 0,
+    f32(scale),
+    d.B * d.Hq * d.T,
+    nsplit,
+    slen,
+  ];
+}
+
+/**
+ * Scaled dot-product attention (see the file header): q [B, T, Hq, D], k / v [B, S, Hkv, D]
+ * → [B, T, Hq, D].
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
+  const d = checkInputs(q, k, v, opts);
+  const gpu = q.gpu;
+  const scale = opts.scale ?? 1 / Math.sqrt(d.D);
+  const u = uniforms(d, opts, scale);
+  const G = d.Hq / d.Hkv;
+  const out = Tensor.empty(gpu, q.shape, "f32");
+  const lse = Tensor.empty(gpu, [d.B, d.Hq, d.T], "f32");
+  // With no mask the kmask slot is bound to k (read-only, never read).
+  const mask = opts.keyMask ?? k;
+  const inputs = { q, k, v, kmask: mask };
+  // Keys the last query row can see.
+  const keys = opts.causal ? Math.min(d.S, (opts.qOffset ?? 0) + d.T) : d.S;
+  if (G * d.T <= SPLIT_MAX_ROWS && keys >= SPLIT_MIN_KEYS) {
+    // Decode: split the keys over invocations, then merge the partial softmax sums.
+    const nsplit = 8 * Math.ceil(Math.min(SPLIT_MAX, Math.ceil(keys / SPLIT_KEYS)) / 8);
+    const slen = 8 * Math.ceil(keys / nsplit / 8);
+    const slots = d.B * d.Hkv * nsplit * 8;
+    const partMl = Tensor.empty(gpu, [slots, 2], "f32");
+    const partAcc = Tensor.empty(gpu, [slots, d.D], "f32");
+    const us = uniforms(d, opts, scale, nsplit, slen);
+    const parts = { partMl, partAcc };
+    gpu.dispatch({
+      shader: "attention",
+      entry: "fwd_split",
+      uniforms: us,
+      bindings: bind({ ...inputs, ...parts }),
+      workgroups: [nsplit / 8, d.B * d.Hkv],
+      label: "attention fwd split",
+    });
+    gpu.dispatch({
+      shader: "attention",
+      entry: "fwd_combine",
+      uniforms: us,
+      bindings: bind({ o: out, lse, ...parts }),
+      workgroups: Math.ceil((d.B * d.Hkv * 8) / PREP_WG),
+      label: "attention fwd combine",
+    });
+    partMl.dispose();
+    partAcc.dispose();
+  } else {
+    gpu.dispatch({
+      shader: "attention",
+      entry: "fwd",
+      uniforms: u,
+      bindings: bind({ ...inputs, o: out, lse }),
+      workgroups: [Math.ceil((G * d.T) / ROWS_PER_WG), d.B * d.Hkv],
+      label: "attention fwd",
+    });
+  }
+  const saved = [q, k, v, out, lse];
+  if (opts.keyMask) saved.push(opts.keyMask);
+  const res = record("attention", out, [q, k, v], (gOut) => {
+    const stats = Tensor.empty(gpu, [d.B, d.Hq, d.T, 2], "f32");
+    gpu.dispatch({
+      shader: "attention",
+      entry: "prep",
+      uniforms: u,
+      bindings: bind({ dout: gOut, o: out, lse, stats }),
+      workgroups: Math.ceil((d.B * d.Hq * d.T) / PREP_WG),
+      label: "attention bwd prep",
+    });
+    let dq: Tensor | null = null, dk: Tensor | null = null, dv: Tensor | null = null;
+    if (q.requiresGrad) {
+      dq = Tensor.empty(gpu, q.shape, "f32");
+      gpu.dispatch({
+        shader: "attention",
+        entry: "bwd_dq",
+        uniforms: u,
+        bindings: bind({ ...inputs, dout: gOut, stats, dq }),
+        workgroups: [Math.ceil((G * d.T) / ROWS_PER_WG), d.B * d.Hkv],
+        label: "attention bwd dq",
+      });
+    }
+    if (k.requiresGrad || v.requiresGrad) {
+      dk = Tensor.empty(gpu, k.shape, "f32");
+      dv = Tensor.empty(gpu, v.shape, "f32");
+      gpu.dispatch({
+        shader: "attention",
+        entry: "bwd_dkdv",
+        uniforms: u,
+        bindings: bind({ ...inputs, dout: gOut, stats, dk, dv }),
+        workgroups: [Math.ceil(d.S / ROWS_PER_WG), d.B * d.Hkv],
+        label: "attention bwd dkdv",
+      });
+      if (!k.requiresGrad) {
+        dk.dispose();
+        dk = null;
+      }
+      if (!v.requiresGrad) {
+        dv.dispose();
+        dv = null;
+      }
+    }
+    stats.dispose();
+    return [dq, dk, dv];
+  }, saved);
+  lse.dispose();
+  return res;
+}
+
+// ---- softmax ----
+
+/** Rows longer than this use one workgroup per row (shaders/softmax.wgsl *_wide). */
+const SOFTMAX_WIDE = 1024;
+const SOFTMAX_WG = 64;
+
+function softmaxKernel(kind: "fwd" | "bwd", a: Tensor, b: Tensor | null, n: number): Tensor {
+  const rows = a.size / n;
+  const wide = n > SOFTMAX_WIDE;
+  const out = Tensor.empty(a.gpu, a.shape, "f32");
+  a.gpu.dispatch({
+    shader: "softmax",
+    entry: `${kind}_${wide ? "wide" : "rows"}`,
+    uniforms: [rows, n],
+    bindings: [a.binding(), b ? b.binding() : null, out.binding()],
+    workgroups: wide ? rows : Math.ceil(rows / SOFTMAX_WG),
+    label: `softmax ${kind}`,
+  });
+  return out;
+}
+
+/** Softmax over the last dim: x [..., N] f32 → same shape. */
+export function softmax(x: Tensor): Tensor {
+  if (x.dtype !== "f32" || x.ndim < 1) {
+    throw new Error(`softmax: expected an f32 tensor [..., N], got ${x.describe()}`);
+  }
+  const n = x.shape[x.ndim - 1];
+  if (n === 0) throw new Error(`softmax: empty last dim in ${x.describe()}`);
+  if (x.size === 0) return Tensor.empty(x.gpu, x.shape, "f32");
+  const y = softmaxKernel("fwd", x, null, n);
+  return record("softmax", y, [x], (g) => [softmaxKernel("bwd", y, g, n)], [y]);
+}
