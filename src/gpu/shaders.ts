@@ -8,6 +8,7 @@ export const SHADER_FILES: readonly string[] = [
   "cast",
   "elementwise",
   "embedding",
+  "linear_ce",
   "nn",
   "optim",
   "pixel_shuffle",

@@ -8,3 +8,4 @@ export * from "./ops/pixel_shuffle.ts";
 export * from "./ops/embedding.ts";
 export * from "./ops/optim.ts";
 export * from "./ops/attention.ts";
+export * from "./ops/linear_ce.ts";
