@@ -126,3 +126,24 @@ Deno.test(
     b.dispose();
   },
 );
+
+Deno.test("cast runs window by window past one binding", GPU_TEST, async () => {
+  const g = await gpu();
+  const { setBindingLimitForTests } = await import("../src/tensor/ops/embedding.ts");
+  const n = 5_003;
+  const v = rand(n, 9, 1e-2, 100);
+  const a = Tensor.from(g, v, [n]);
+  setBindingLimitForTests(2048);
+  try {
+    for (const [dt, round] of [["bf16", roundBf16], ["f16", roundF16]] as const) {
+      const h = cast(a, dt);
+      const back = cast(h, "f32");
+      assertClose(await back.read(), Array.from(v, round), 0, `windowed ${dt} round trip`);
+      h.dispose();
+      back.dispose();
+    }
+  } finally {
+    setBindingLimitForTests(null);
+  }
+  a.dispose();
+});
