@@ -13,3 +13,6 @@ export type { BindingLike, Dispatch, GpuFeatures, GpuLimits, UniformArg } from "
 export { BufferPool, sizeClass } from "./src/gpu/pool.ts";
 export type { PoolStats } from "./src/gpu/pool.ts";
 export * from "./src/tensor/mod.ts";
+export * from "./src/nn/mod.ts";
+export * from "./src/models/mod.ts";
+export * from "./src/infer/mod.ts";

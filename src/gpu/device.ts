@@ -26,8 +26,11 @@ export const f32 = (value: number): F32 => new F32(value);
 /** One uniform argument. */
 export type UniformArg = number | F32;
 
-/** A storage binding: a whole buffer or a window of one. */
-export type BindingLike = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+/** A binding: a whole buffer, a window of one, or a texture view (sampled or storage texture). */
+export type BindingLike =
+  | GPUBuffer
+  | GPUTextureView
+  | { buffer: GPUBuffer; offset?: number; size?: number };
 
 /**
  * One kernel launch. `bindings[k]` goes to @binding(k + 1) (null leaves that slot out, for an
@@ -151,7 +154,7 @@ export class Gpu {
     const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
     if (!nav?.gpu) {
       throw new Error(
-        "WebGPU is not available: run Deno with --unstable-webgpu (or `\"unstable\": [\"webgpu\"]` " +
+        'WebGPU is not available: run Deno with --unstable-webgpu (or `"unstable": ["webgpu"]` ' +
           "in deno.json).",
       );
     }
@@ -255,7 +258,9 @@ export class Gpu {
     if (!module) {
       const code = this.#sources.get(shader);
       if (code === undefined) {
-        throw new Error(`unknown shader "${shader}" (known: ${[...this.#sources.keys()].join(", ")})`);
+        throw new Error(
+          `unknown shader "${shader}" (known: ${[...this.#sources.keys()].join(", ")})`,
+        );
       }
       module = this.device.createShaderModule({ code, label: shader });
       this.#modules.set(shader, module);
@@ -315,11 +320,11 @@ export class Gpu {
     for (let i = 0; i < d.bindings.length; i++) {
       const b = d.bindings[i];
       if (!b) continue;
-      const resource: GPUBufferBinding = b instanceof GPUBuffer ? { buffer: b } : {
-        buffer: b.buffer,
-        offset: b.offset ?? 0,
-        size: b.size,
-      };
+      const resource: GPUBindingResource = b instanceof GPUTextureView
+        ? b
+        : b instanceof GPUBuffer
+        ? { buffer: b }
+        : { buffer: b.buffer, offset: b.offset ?? 0, size: b.size };
       entries.push({ binding: i + 1, resource });
     }
     const group = this.device.createBindGroup({
@@ -348,6 +353,15 @@ export class Gpu {
     this.#endPass().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
   }
 
+  /** Record a buffer-to-texture copy into the current batch. */
+  copyToTexture(
+    src: GPUTexelCopyBufferInfo,
+    dst: GPUTexelCopyTextureInfo,
+    size: GPUExtent3D,
+  ): void {
+    this.#endPass().copyBufferToTexture(src, dst, size);
+  }
+
   /** Write CPU data into a buffer, ordered after every command recorded so far. */
   upload(dst: GPUBuffer, dstOffset: number, data: ArrayBufferView): void {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -355,8 +369,9 @@ export class Gpu {
     if (size === 0) return;
     if (!this.#encoder) {
       // Nothing pending: the queue's own write is ordered correctly and cheapest.
-      if (size === bytes.byteLength) this.device.queue.writeBuffer(dst, dstOffset, bytes as Uint8Array<ArrayBuffer>);
-      else {
+      if (size === bytes.byteLength) {
+        this.device.queue.writeBuffer(dst, dstOffset, bytes as Uint8Array<ArrayBuffer>);
+      } else {
         const padded = new Uint8Array(size);
         padded.set(bytes);
         this.device.queue.writeBuffer(dst, dstOffset, padded);

@@ -3,6 +3,8 @@ export * from "./tensor.ts";
 export * from "./tape.ts";
 export * from "./half.ts";
 export * from "./ops/elementwise.ts";
+export * from "./ops/matmul.ts";
+export * from "./ops/patchify.ts";
 export * from "./ops/nn.ts";
 export * from "./ops/pixel_shuffle.ts";
 export * from "./ops/embedding.ts";

@@ -1,0 +1,167 @@
+// SiQ-VL: SigLIP vision tower → pixel-shuffle projector → Qwen2 language model.
+//
+//   images [I, C, S, S] → vision → [I, s², Dv] → projector → [I, n, Dt]
+//   ids [B, T] → embed → [B, T, Dt]; the k-th <|image_pad|> (row-major over B, T) gets image row k
+//   → Qwen2 → hidden [B, T, Dt] → loss (HF shift: position t predicts labels[t + 1]) or logits
+//
+// State-dict names follow the original project's current (V3) layout: "vision_model.vision_model.*",
+// "text_model.model.*", "text_model.lm_head.weight" (untied only) and "projector.proj.weight" /
+// "projector.norm.*" (written as "projector.mlp.weight" in checkpoints, see checkpoint.ts).
+
+import { noGrad, scatterRows, Tensor, tidy } from "../tensor/mod.ts";
+import type { Gpu } from "../gpu/device.ts";
+import { Module } from "../nn/module.ts";
+import { nextDropoutStep } from "../nn/dropout.ts";
+import type { SiqvlConfig } from "./configs.ts";
+import { Projector } from "./projector.ts";
+import { type LmContext, Qwen2ForCausalLM, sequentialPositions } from "./qwen2.ts";
+import { SiglipVisionModel, type Tap } from "./siglip.ts";
+
+/** One batch of token rows (row-major [B, T] CPU arrays) and their images. */
+export interface SiqvlInputs {
+  /** Token ids, [B, T]. */
+  inputIds: Int32Array | number[];
+  batch: number;
+  seqLen: number;
+  /** 1 = real token, 0 = padding, [B, T]; omitted = all ones. */
+  attentionMask?: Int32Array | number[];
+  /** Unshifted labels (−100 = ignored), [B, T]; the loss is computed when present. */
+  labels?: Int32Array | number[];
+  /** Images (or tiles) in the order their <|image_pad|> runs appear: f32 [I, C, S, S]. */
+  pixelValues?: Tensor;
+  /** RoPE positions [B, T] (default 0..T−1 in every row, as HF training does). */
+  positions?: Int32Array | number[];
+}
+
+/** What a forward pass returns (all tensors owned by the caller). */
+export interface SiqvlOutput {
+  /** Final hidden states (after model.norm), [B, T, Dt]. */
+  hidden: Tensor;
+  /** Mean cross-entropy over the counted shifted targets, [] (when labels were given). */
+  loss?: Tensor;
+  /** Number of targets the loss averages over. */
+  numLossTokens: number;
+}
+
+/** HF causal-LM shift: target[b, t] = labels[b, t + 1], −100 at the last position. */
+export function shiftLabels(labels: ArrayLike<number>, b: number, t: number): Int32Array {
+  const out = new Int32Array(b * t).fill(-100);
+  for (let i = 0; i < b; i++) {
+    for (let j = 0; j + 1 < t; j++) out[i * t + j] = labels[i * t + j + 1];
+  }
+  return out;
+}
+
+/** The whole vision-language model. */
+export class SiqvlModel extends Module {
+  readonly vision: SiglipVisionModel;
+  readonly projector: Projector;
+  readonly text: Qwen2ForCausalLM;
+
+  constructor(readonly gpu: Gpu, readonly config: SiqvlConfig) {
+    super();
+    this.vision = this.child("vision_model", new SiglipVisionModel(config.vision));
+    this.projector = this.child("projector", new Projector(config.projector, this.vision.gridSize));
+    this.text = this.child("text_model", new Qwen2ForCausalLM(config.text));
+  }
+
+  /** Image tokens each image (tile) contributes. */
+  get imageTokensPerImage(): number {
+    return this.projector.tokensPerImage;
+  }
+
+  /**
+   * pixels [I, C, S, S] → projected image tokens [I, n, Dt]. A frozen vision tower runs without
+   * recording the tape.
+   */
+  imageFeatures(pixels: Tensor, tap?: Tap): Tensor {
+    const frozen = this.vision.trainableParameters().length === 0;
+    const feats = frozen
+      ? noGrad(() => this.vision.forward(pixels, tap))
+      : this.vision.forward(pixels, tap);
+    tap?.("vision.last_hidden_state", feats);
+    const out = this.projector.forward(feats, tap);
+    feats.dispose();
+    tap?.("projector.output", out);
+    return out;
+  }
+
+  /**
+   * Token embeddings with the image tokens written into the <|image_pad|> positions:
+   * ids [B, T] (+ images) → [B, T, Dt].
+   */
+  embedInputs(
+    ids: ArrayLike<number>,
+    b: number,
+    t: number,
+    pixelValues?: Tensor,
+    tap?: Tap,
+  ): Tensor {
+    if (ids.length !== b * t) throw new Error(`input_ids has ${ids.length} ids, not ${b}×${t}`);
+    const imageId = this.config.imageTokenId, vocab = this.config.text.vocabSize;
+    const slots: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (id === imageId) slots.push(i);
+      else if (!(Number.isInteger(id) && id >= 0 && id < vocab)) {
+        const where = `input_ids[${Math.floor(i / t)}][${i % t}]`;
+        throw new Error(`${where} = ${id} is outside the vocabulary [0, ${vocab})`);
+      }
+    }
+    const n = this.imageTokensPerImage;
+    const images = pixelValues ? pixelValues.shape[0] : 0;
+    if (slots.length !== images * n) {
+      throw new Error(
+        `image token count mismatch: input_ids contain ${slots.length} <|image_pad|> ` +
+          `(id ${imageId}) tokens, but the ${images} image(s) produce ${images * n} image ` +
+          `tokens (${n} per image)`,
+      );
+    }
+    return tidy(() => {
+      const idT = Tensor.from(this.gpu, ids, [b, t], "i32");
+      const emb = this.text.embed(idT); // [B, T, Dt]
+      if (slots.length === 0) return emb;
+      const feats = this.imageFeatures(pixelValues!, tap); // [I, n, Dt]
+      const d = this.config.text.hiddenSize;
+      const idx = Tensor.from(this.gpu, Int32Array.from(slots), [slots.length], "i32");
+      const fused = scatterRows(emb.reshape([b * t, d]), idx, feats.reshape([slots.length, d]));
+      return fused.reshape([b, t, d]);
+    });
+  }
+
+  /** Forward pass (and loss when labels are given). */
+  forward(inputs: SiqvlInputs, tap?: Tap): SiqvlOutput {
+    const { batch: b, seqLen: t } = inputs;
+    if (this.training) nextDropoutStep();
+    return tidy(() => {
+      const embeds = this.embedInputs(inputs.inputIds, b, t, inputs.pixelValues, tap);
+      tap?.("fused.inputs_embeds", embeds);
+      const ctx: LmContext = {
+        positions: inputs.positions
+          ? Tensor.from(this.gpu, inputs.positions, [b, t], "i32")
+          : sequentialPositions(this.gpu, b, t),
+        tap,
+      };
+      const m = inputs.attentionMask;
+      if (m && Array.prototype.some.call(m, (v: number) => v === 0)) {
+        ctx.keyMask = Tensor.from(this.gpu, m, [b, t], "i32");
+      }
+      const hidden = this.text.forward(embeds, ctx);
+      if (!inputs.labels) return { hidden, numLossTokens: 0 };
+      const targets = shiftLabels(inputs.labels, b, t);
+      let count = 0;
+      for (let i = 0; i < targets.length; i++) {
+        if (targets[i] === this.config.ignoreIndex) targets[i] = -100;
+        if (targets[i] !== -100) count++;
+      }
+      const tt = Tensor.from(this.gpu, targets, [b * t], "i32");
+      const loss = this.text.loss(hidden, tt);
+      return { hidden, loss, numLossTokens: count };
+    });
+  }
+
+  /** hidden [..., Dt] → logits [..., V]. */
+  logits(hidden: Tensor): Tensor {
+    return this.text.logits(hidden);
+  }
+}
