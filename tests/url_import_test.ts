@@ -39,22 +39,32 @@ Deno.test("mod.ts imported over http runs a kernel", GPU_TEST, async () => {
   );
   try {
     const { port } = server.addr as Deno.NetAddr;
-    // A cwd far from the repository proves nothing is read relative to it.
-    const cwd = Deno.cwd();
-    Deno.chdir(Deno.makeTempDirSync());
-    try {
-      const m = await import(`http://127.0.0.1:${port}/mod.ts`);
+    // A separate Deno process with no config file (no import map) and a working directory far
+    // from the repository: everything must resolve from the URL alone.
+    const dir = Deno.makeTempDirSync();
+    const script = `
+      const m = await import("http://127.0.0.1:${port}/mod.ts");
       const gpu = await m.Gpu.get();
       const a = m.Tensor.from(gpu, [1, 2, 3, 4.5], [4]);
       const b = m.Tensor.from(gpu, [0.5, -1, 2, 0.25], [4]);
-      const c = m.add(a, b);
-      assertClose(await c.read(), [1.5, 1, 5, 4.75], 1e-7, "add over http");
-      if (!requested.some((p) => p.endsWith("/shaders/elementwise.wgsl"))) {
-        throw new Error("the shader was not fetched from the server");
-      }
-    } finally {
-      Deno.chdir(cwd);
+      console.log(JSON.stringify(Array.from(await m.add(a, b).read())));
+    `;
+    Deno.writeTextFileSync(join(dir, "main.ts"), script);
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--unstable-webgpu", "--no-config", "--no-lock", "main.ts"],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    if (!out.success) {
+      throw new Error(`import over http failed: ${new TextDecoder().decode(out.stderr)}`);
     }
+    assertClose(JSON.parse(text.split("\n").pop()!), [1.5, 1, 5, 4.75], 1e-7, "add over http");
+    if (!requested.some((p) => p.endsWith("/shaders/elementwise.wgsl"))) {
+      throw new Error("the shader was not fetched from the server");
+    }
+    Deno.removeSync(dir, { recursive: true });
   } finally {
     ac.abort();
     await server.finished;

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { Template } from "@huggingface/jinja";
+import { Template } from "npm:@huggingface/jinja@0.5.11";
 import { join } from "node:path";
 
 /** One chat message. `content` is plain text (image placeholders already spelled out). */
