@@ -8,7 +8,7 @@
  * Prints a table; numbers depend on the machine and on what else is running.
  */
 
-import { Image } from "npm:imagescript@1.3.1";
+import { Image } from "imagescript";
 import { parseArgs } from "node:util";
 import {
   type Dataset,

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { Template } from "npm:@huggingface/jinja@0.5.11";
+import { Template } from "../deps.ts";
 import { join } from "node:path";
 
 /** One chat message. `content` is plain text (image placeholders already spelled out). */

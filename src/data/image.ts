@@ -10,7 +10,7 @@
  * @module
  */
 
-import { decode as decodeAny, GIF, Image } from "npm:imagescript@1.3.1";
+import { decode as decodeAny, GIF, Image } from "../deps.ts";
 
 /** 8-bit RGB pixels, row-major and interleaved: `data[(y * width + x) * 3 + c]`. */
 export interface RgbImage {

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { Tokenizer } from "npm:@huggingface/tokenizers@0.2.0";
+import { Tokenizer } from "../deps.ts";
 import { join } from "node:path";
 
 /** The parts of `tokenizer_config.json` this library reads (others are passed through). */

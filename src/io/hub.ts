@@ -20,7 +20,7 @@ import {
   listFiles,
   modelInfo,
   uploadFiles,
-} from "npm:@huggingface/hub@2.17.5";
+} from "../deps.ts";
 import { homedir } from "node:os";
 import { pathToFileURL } from "node:url";
 import { isAbsolute, join, normalize, relative, resolve, sep } from "node:path";

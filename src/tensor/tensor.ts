@@ -8,7 +8,7 @@
 // Half-precision dtypes (f16, bf16) are stored packed two per u32 word and widened to f32 in the
 // shaders; all arithmetic accumulates in f32.
 
-import { Gpu } from "../gpu/device.ts";
+import type { Gpu } from "../gpu/device.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "./half.ts";
 
 /** Element types a tensor can hold. */

@@ -25,8 +25,8 @@ import {
   parquetMetadataAsync,
   parquetReadObjects,
   type ParquetRow,
-} from "npm:hyparquet@1.33.0";
-import { compressors } from "npm:hyparquet-compressors@1.1.2";
+} from "../../deps.ts";
+import { compressors } from "../../deps.ts";
 import { randInt, uniform } from "../rng.ts";
 import {
   type ParquetLocation,
