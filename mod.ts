@@ -9,7 +9,13 @@
  * @module
  */
 export { f32, foldGrid, Gpu } from "./src/gpu/device.ts";
-export type { BindingLike, Dispatch, GpuFeatures, GpuLimits, UniformArg } from "./src/gpu/device.ts";
+export type {
+  BindingLike,
+  Dispatch,
+  GpuFeatures,
+  GpuLimits,
+  UniformArg,
+} from "./src/gpu/device.ts";
 export { BufferPool, sizeClass } from "./src/gpu/pool.ts";
 export type { PoolStats } from "./src/gpu/pool.ts";
 export * from "./src/tensor/mod.ts";

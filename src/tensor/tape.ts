@@ -53,7 +53,8 @@ function accumulateLeaf(leaf: Tensor, g: Tensor): void {
   } else {
     // A gradient owned by the leaf must outlive any tidy() scope around backward.
     g = own(g);
-    const same = g.shape.length === leaf.shape.length && g.shape.every((d, i) => d === leaf.shape[i]);
+    const same = g.shape.length === leaf.shape.length &&
+      g.shape.every((d, i) => d === leaf.shape[i]);
     leaf.grad = keep(same ? g : g.view(leaf.shape));
     if (leaf.grad !== g) g.dispose();
   }
@@ -120,7 +121,9 @@ setBackwardImpl((t: Tensor, grad?: Tensor) => {
   let g = grad;
   if (!g) {
     if (t.size !== 1) {
-      throw new Error(`backward() without a gradient needs a one-element tensor, got ${t.describe()}`);
+      throw new Error(
+        `backward() without a gradient needs a one-element tensor, got ${t.describe()}`,
+      );
     }
     g = fill(t.gpu, t.shape, 1);
   }

@@ -78,7 +78,7 @@ function collect(v: unknown, out: Set<Tensor>, depth = 0): void {
     out.add(v);
     return;
   }
-  if (Array.isArray(v)) for (const x of v) collect(x, out, depth + 1);
+  if (Array.isArray(v)) { for (const x of v) collect(x, out, depth + 1); }
   else if (Object.getPrototypeOf(v) === Object.prototype) {
     for (const x of Object.values(v as Record<string, unknown>)) collect(x, out, depth + 1);
   }
@@ -241,8 +241,10 @@ export class Tensor {
   ): Tensor {
     const expect = numel(shape) * DTYPE_BYTES[dtype];
     if (bytes.byteLength !== expect) {
-      throw new Error(`Tensor.fromBytes: ${bytes.byteLength} bytes for ${dtype}[${shape}], ` +
-        `${expect} expected`);
+      throw new Error(
+        `Tensor.fromBytes: ${bytes.byteLength} bytes for ${dtype}[${shape}], ` +
+          `${expect} expected`,
+      );
     }
     const t = new Tensor(gpu, shape, dtype);
     gpu.upload(t.storage.buffer, 0, bytes);
