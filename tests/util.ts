@@ -11,17 +11,8 @@ import { Gpu } from "../src/gpu/device.ts";
 
 export const TOL = { f32: 1e-5, f32Reduce: 1e-4, f16: 1e-3, bf16: 1e-2 } as const;
 
-/** Deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as rng } from "../src/data/rng.ts";
+export { rng };
 
 /** n values uniform in ±[lo, hi] with random sign (never zero). */
 export function rand(n: number, seed = 1, lo = 0.05, hi = 1): Float32Array {

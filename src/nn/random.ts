@@ -1,16 +1,8 @@
-// Seeded random numbers on the CPU (mulberry32 + a 32-bit mixer for counter-based streams).
+// Seeded random numbers on the CPU (mulberry32 from src/data/rng.ts + a 32-bit mixer for
+// counter-based streams).
 
-/** A deterministic generator of uniform numbers in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A deterministic generator of uniform numbers in [0, 1) (mulberry32). */
+export { mulberry32 as rng } from "../data/rng.ts";
 
 /** Mix several integers into one 32-bit seed (for counter-based streams: seed, id, step). */
 export function mixSeed(...xs: number[]): number {
