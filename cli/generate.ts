@@ -1,0 +1,168 @@
+// deno run -A --unstable-webgpu cli/generate.ts --checkpoint DIR --image PATH|URL --question TEXT
+// Answers a question about an image with a trained SiQ-VL checkpoint, streaming the answer as it
+// is generated (KV-cache decoding; sampling, greedy or beam search).
+
+import { parseArgs } from "node:util";
+import { Gpu } from "../src/gpu/device.ts";
+import { preprocessBytes } from "../src/data/image_processor.ts";
+import { SiqvlProcessor } from "../src/data/processor.ts";
+import { generate } from "../src/infer/generate.ts";
+import { loadSiqvl } from "../src/models/checkpoint.ts";
+import { noGrad, Tensor } from "../src/tensor/tensor.ts";
+import { chatStopIds } from "../src/train/gen_eval.ts";
+
+const HELP = `Usage: deno run -A --unstable-webgpu cli/generate.ts --checkpoint DIR --image PATH|URL
+         [--question TEXT] [flags]
+
+Answers a question about an image with a SiQ-VL checkpoint (a stage directory written by
+cli/train.ts, or an original SiQ-VL checkpoint), streaming the answer.
+
+  --checkpoint DIR          model directory (config.json + weights, tokenizer, processor files)
+  --image PATH|URL          image file (JPEG/PNG/GIF) or http(s) URL
+  --question TEXT           default "What is shown in the image?"
+  --max_new_tokens N        default 64
+  --temperature T           sampling temperature (default 0.7)
+  --top_k K, --top_p P      sampling filters (default off)
+  --no_sample               greedy decoding instead of sampling
+  --num_beams N             beam search (deterministic; needs --no_sample)
+  --repetition_penalty R    HF-style penalty over prompt and answer tokens (default 1.0)
+  --seed N                  sampling seed (default 0)
+  --help`;
+
+const OPTIONS = {
+  checkpoint: { type: "string" },
+  image: { type: "string" },
+  question: { type: "string" },
+  max_new_tokens: { type: "string" },
+  temperature: { type: "string" },
+  top_k: { type: "string" },
+  top_p: { type: "string" },
+  sample: { type: "boolean" },
+  num_beams: { type: "string" },
+  repetition_penalty: { type: "string" },
+  seed: { type: "string" },
+  help: { type: "boolean" },
+} as const;
+
+function num(name: string, v: string | undefined, def: number, check: (x: number) => boolean) {
+  if (v === undefined) return def;
+  const x = Number(v);
+  if (v.trim() === "" || !Number.isFinite(x) || !check(x)) {
+    throw new Error(`--${name}: invalid value "${v}"`);
+  }
+  return x;
+}
+
+/** Read an image from a path or an http(s) URL. */
+export async function readImageBytes(src: string): Promise<Uint8Array> {
+  if (/^https?:\/\//i.test(src)) {
+    const res = await fetch(src);
+    if (!res.ok) throw new Error(`--image ${src}: HTTP ${res.status}`);
+    return new Uint8Array(await res.arrayBuffer());
+  }
+  try {
+    return await Deno.readFile(src);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new Error(`--image ${src}: no such file`);
+    throw e;
+  }
+}
+
+/** Parse flags, load, generate; writes the streamed answer to `out`. Returns the answer. */
+export async function main(
+  argv: string[],
+  out: (s: string) => void = (s) => void Deno.stdout.writeSync(new TextEncoder().encode(s)),
+): Promise<string> {
+  const norm = argv.map((a) => (a === "--no_sample" ? "--no-sample" : a));
+  let v;
+  try {
+    v = parseArgs({ args: norm, options: OPTIONS, strict: true, allowNegative: true }).values;
+  } catch (e) {
+    throw new Error(`${(e as Error).message.split("\n")[0]}; see --help`);
+  }
+  if (v.help) {
+    out(HELP + "\n");
+    return "";
+  }
+  if (!v.checkpoint) throw new Error("--checkpoint is required; see --help");
+  if (!v.image) throw new Error("--image is required; see --help");
+  const question = v.question ?? "What is shown in the image?";
+  const maxNew = num("max_new_tokens", v.max_new_tokens, 64, (x) => Number.isInteger(x) && x > 0);
+  const temperature = num("temperature", v.temperature, 0.7, (x) => x > 0);
+  const topK = num("top_k", v.top_k, 0, (x) => Number.isInteger(x) && x >= 0);
+  const topP = num("top_p", v.top_p, 1, (x) => x > 0 && x <= 1);
+  const beams = num("num_beams", v.num_beams, 1, (x) => Number.isInteger(x) && x >= 1);
+  const penalty = num("repetition_penalty", v.repetition_penalty, 1, (x) => x > 0);
+  const seed = num("seed", v.seed, 0, (x) => Number.isInteger(x) && x >= 0);
+  const sample = v.sample ?? true;
+  if (beams > 1 && sample) {
+    throw new Error("--num_beams > 1 is deterministic beam search: add --no_sample");
+  }
+  if (!sample && (v.temperature !== undefined || v.top_k !== undefined || v.top_p !== undefined)) {
+    throw new Error("--temperature/--top_k/--top_p need sampling (drop --no_sample)");
+  }
+
+  const gpu = await Gpu.get();
+  const model = await loadSiqvl(gpu, v.checkpoint);
+  try {
+    const processor = await SiqvlProcessor.fromPretrained(v.checkpoint, {
+      tokensPerImage: model.imageTokensPerImage,
+      imageSize: model.config.vision.imageSize,
+    });
+    const px = await preprocessBytes(await readImageBytes(v.image), processor.image);
+    const S = processor.image.size;
+    const pixels = noGrad(() => Tensor.from(gpu, px, [1, 3, S, S], "f32"));
+    const prompt = Array.from(processor.encodePrompt(question).inputIds);
+    const tok = processor.tokenizer;
+    const stop = new Set(chatStopIds(processor));
+    const gen: number[] = [];
+    let shown = "";
+    const stream = () => {
+      const text = tok.decode(gen.filter((t) => !stop.has(t)), { skipSpecialTokens: true });
+      // Print only what is settled (an incomplete UTF-8 sequence decodes to U+FFFD).
+      const settled = text.endsWith("\uFFFD") ? text.replace(/\uFFFD+$/, "") : text;
+      if (settled.startsWith(shown) && settled.length > shown.length) {
+        out(settled.slice(shown.length));
+        shown = settled;
+      }
+    };
+    try {
+      const res = await generate(model, { inputIds: [prompt], pixelValues: pixels }, {
+        maxNewTokens: maxNew,
+        doSample: sample && beams === 1,
+        temperature: sample ? temperature : undefined,
+        topK: sample && topK > 0 ? topK : undefined,
+        topP: sample ? topP : undefined,
+        numBeams: beams,
+        repetitionPenalty: penalty,
+        stopTokenIds: [...stop],
+        padTokenId: processor.ids.pad,
+        seed,
+        onToken: (_row, t) => {
+          gen.push(t);
+          stream();
+        },
+      });
+      const answer = tok.decode(res.tokens[0].filter((t) => !stop.has(t)), {
+        skipSpecialTokens: true,
+      }).trim();
+      if (beams > 1) out(answer);
+      else if (shown.trim() !== answer) out(answer.slice(shown.trim().length));
+      out("\n");
+      return answer;
+    } finally {
+      pixels.dispose();
+    }
+  } finally {
+    model.dispose();
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main(Deno.args);
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}

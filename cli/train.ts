@@ -1,0 +1,87 @@
+// deno run -A --unstable-webgpu cli/train.ts [flags]  — train SiQ-VL stage 1 or 2.
+// Flags: see --help (src/train/args.ts). Exit status: 0 done, 1 error, 2 stopped on non-finite
+// losses/gradients (the last good checkpoint is named in the log).
+
+import { applyPreset, presetValues } from "../src/train/stages.ts";
+import { finalizeArgs, parseTrainArgs, trainHelp } from "../src/train/args.ts";
+import { type RunOptions, type RunResult, runTraining } from "../src/train/run.ts";
+import { Gpu } from "../src/gpu/device.ts";
+import type { TrainArgs } from "../src/train/args.ts";
+
+/** Flags → validated TrainArgs (a preset, when named, fills the flags not given). */
+export async function argsFromArgv(
+  argv: string[],
+  env: Record<string, string | undefined> = {},
+  log: (s: string) => void = console.log,
+): Promise<TrainArgs | null> {
+  const parsed = parseTrainArgs(argv, env);
+  if (parsed.help) return null;
+  let args = parsed.args;
+  if (args.preset) {
+    const gpu = await Gpu.get();
+    const p = presetValues(args.preset, args.stage, {
+      isFallbackAdapter: gpu.isFallbackAdapter,
+      maxBufferSize: gpu.limits.maxBufferSize,
+      maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize,
+      description: gpu.adapterDescription,
+    });
+    args = { ...args };
+    const set = applyPreset(args, parsed.explicit, p.values);
+    log(
+      `[siqvl] preset "${p.name}" (${p.why}) sets: ${
+        set.map((k) => `${k}=${JSON.stringify((args as unknown as Record<string, unknown>)[k])}`)
+          .join(", ") || "nothing (all given)"
+      }`,
+    );
+  }
+  return finalizeArgs(args, parsed.explicit);
+}
+
+/** Train from command-line flags (what `deno task train` runs; the demo calls it too). */
+export async function trainFromArgv(
+  argv: string[],
+  opts: Omit<RunOptions, "args"> & { env?: Record<string, string | undefined> } = {},
+): Promise<RunResult> {
+  const args = await argsFromArgv(argv, opts.env ?? {}, opts.log);
+  if (!args) throw new Error("--help is not a training run");
+  return runTraining({ ...opts, args });
+}
+
+/** The CLI: returns the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let env: Record<string, string | undefined> = {};
+  try {
+    env = { STAGE: Deno.env.get("STAGE") };
+  } catch { /* no --allow-env */ }
+  const args = await argsFromArgv(argv, env);
+  if (!args) {
+    console.log(trainHelp());
+    return 0;
+  }
+  // SIQVL_KILL_AFTER_STEPS=n simulates a crash after n optimizer steps (tests of --resume):
+  // the process ends at once, without a final save or any cleanup, exit status 137.
+  let kill: number | undefined;
+  try {
+    const k = Deno.env.get("SIQVL_KILL_AFTER_STEPS");
+    if (k) kill = Number(k);
+  } catch { /* no --allow-env */ }
+  const res = await runTraining({ args, killAfterSteps: kill });
+  if (res.status === "killed") Deno.exit(137);
+  return res.status === "stopped-nonfinite" ? 2 : 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    const debug = (() => {
+      try {
+        return Deno.env.get("SIQVL_DEBUG") === "1";
+      } catch {
+        return false;
+      }
+    })();
+    console.error(`error: ${debug ? (e as Error).stack : (e as Error).message}`);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,606 @@
+// Command-line flags of `cli/train.ts`: the original SiQ-VL `scripts/train.py` flags with their
+// meanings (FACTS §1.12), plus --stage, --resume_from_checkpoint, --gradient_checkpointing and a
+// few optimisation knobs. Parsing is strict: an unknown flag, a malformed number or a
+// contradictory combination is an error that names the flag.
+//
+// Spellings: `--flag value` and `--flag=value`; booleans as `--flag`, `--no_flag` or `--no-flag`
+// (the original's `--no_bf16`, `--no_use_lora`, `--no_freeze_text_model`, `--no_distributed`).
+
+import { parseArgs } from "node:util";
+import { SCHEDULE_TYPES, type ScheduleType } from "./schedule.ts";
+
+/** The seven projections LoRA targets by default (all of a Qwen2 block's linears). */
+export const LORA_TARGETS_ALL = [
+  "q_proj",
+  "k_proj",
+  "v_proj",
+  "o_proj",
+  "gate_proj",
+  "up_proj",
+  "down_proj",
+] as const;
+
+/** Parsed training flags (snake_case, as on the command line). */
+export interface TrainArgs {
+  stage: 1 | 2;
+  data_path: string;
+  sub_sets: string[];
+  sub_sets_weights: number[] | null;
+  vision_model_name_or_path: string;
+  text_model_name_or_path: string;
+  stage_1_checkpoint_path: string | null;
+  freeze_text_model: boolean;
+  freeze_vision_model: boolean;
+  use_lora: boolean;
+  lora_r: number;
+  lora_alpha: number;
+  lora_dropout: number;
+  lora_target_modules: string[];
+  pixel_shuffle_factor: number;
+  enable_dynamic_tiling: boolean;
+  output_dir: string;
+  per_device_train_batch_size: number;
+  gradient_accumulation_steps: number;
+  max_steps: number;
+  max_samples: number | null;
+  num_proc: number;
+  dataloader_num_workers: number;
+  learning_rate: number;
+  lr_scheduler_type: ScheduleType;
+  warmup_ratio: number;
+  weight_decay: number;
+  max_grad_norm: number;
+  bf16: boolean;
+  fp16: boolean;
+  logging_steps: number;
+  save_steps: number;
+  save_total_limit: number;
+  eval_steps: number;
+  max_eval_samples: number;
+  gen_samples: number;
+  gen_steps: number;
+  gen_max_new_tokens: number;
+  gen_temperature: number;
+  gen_num_beams: number;
+  seed: number;
+  use_distributed: boolean;
+  push_to_hub: boolean;
+  hub_model_id: string | null;
+  resume_from_checkpoint: string | null;
+  gradient_checkpointing: boolean;
+  merge_lora: boolean;
+  save_pytorch_bin: boolean;
+  report_to: string[];
+  max_length: number | null;
+  max_nonfinite_steps: number;
+  run_name: string | null;
+  preset: string | null;
+}
+
+type Kind = "string" | "int" | "float" | "bool" | "list" | "floats";
+
+interface FlagSpec {
+  kind: Kind;
+  /** Default; `null` = none; a function = depends on other flags (resolved after parsing). */
+  def: unknown;
+  help: string;
+  /** Lower bound for numbers (inclusive), or a validator. */
+  min?: number;
+  check?: (v: unknown) => string | null;
+}
+
+const DEFAULT_SUBSETS = "coco_colors,densefusion_1m,face_emotion,google_landmarks,laion_gpt4v," +
+  "sharegpt4o,sharegpt4v(coco),sharegpt4v(llava),sharegpt4v(knowledge),sharegpt4v(sam)";
+
+/** Every flag: kind, default and one line of help (the order is the --help order). */
+export const FLAGS: Record<string, FlagSpec> = {
+  stage: {
+    kind: "int",
+    def: null,
+    help: "1 = projector alignment (vision + LLM frozen); 2 = projector + LLM (LoRA or full). " +
+      "Default: $STAGE, else 1",
+  },
+  data_path: {
+    kind: "string",
+    def: "HuggingFaceM4/FineVision",
+    help: "dataset: a hub id / local FineVision parquet dir, a .jsonl file, or 'shapes' " +
+      "(generated)",
+  },
+  sub_sets: { kind: "list", def: DEFAULT_SUBSETS, help: "comma list of subsets (configs)" },
+  sub_sets_weights: {
+    kind: "floats",
+    def: null,
+    help: "comma list of sampling weights, one per subset (default: equal)",
+  },
+  vision_model_name_or_path: {
+    kind: "string",
+    def: "google/siglip2-base-patch16-224",
+    help: "SigLIP vision tower (hub id or local dir)",
+  },
+  text_model_name_or_path: {
+    kind: "string",
+    def: "Qwen/Qwen2.5-0.5B-Instruct",
+    help: "Qwen2.5 language model (hub id or local dir)",
+  },
+  stage_1_checkpoint_path: {
+    kind: "string",
+    def: null,
+    help: "stage 2: the stage-1 result to start from (default: the latest matching stage-1 " +
+      "run under --output_dir)",
+  },
+  freeze_text_model: {
+    kind: "bool",
+    def: null,
+    help: "stage 1 freezes the LLM (always); stage 2 trains it (LoRA or full) — kept for " +
+      "compatibility, a value that contradicts the stage is an error",
+  },
+  freeze_vision_model: {
+    kind: "bool",
+    def: true,
+    help: "the vision tower is frozen in stages 1 and 2 (no gradient memory); " +
+      "--no_freeze_vision_model is an error",
+  },
+  use_lora: { kind: "bool", def: false, help: "stage 2: train LoRA adapters instead of the LLM" },
+  lora_r: { kind: "int", def: 64, min: 1, help: "LoRA rank" },
+  lora_alpha: { kind: "float", def: 16, min: 0, help: "LoRA alpha (scale = alpha / r)" },
+  lora_dropout: {
+    kind: "float",
+    def: 0.05,
+    help: "LoRA dropout probability",
+    check: (v) => (v as number) >= 0 && (v as number) < 1 ? null : "must be in [0, 1)",
+  },
+  lora_target_modules: {
+    kind: "list",
+    def: LORA_TARGETS_ALL.join(","),
+    help: "comma list of projections to adapt",
+    check: (v) => {
+      const bad = (v as string[]).filter((m) =>
+        !(LORA_TARGETS_ALL as readonly string[]).includes(m)
+      );
+      return bad.length ? `unknown module(s) ${bad.join(", ")} (known: ${LORA_TARGETS_ALL})` : null;
+    },
+  },
+  pixel_shuffle_factor: { kind: "int", def: 2, min: 1, help: "pixel-shuffle factor r" },
+  enable_dynamic_tiling: {
+    kind: "bool",
+    def: false,
+    help: "dynamic tiling (not supported by this trainer: an error when set)",
+  },
+  output_dir: { kind: "string", def: "./outputs", help: "where run directories are created" },
+  per_device_train_batch_size: { kind: "int", def: 8, min: 1, help: "micro-batch size" },
+  gradient_accumulation_steps: {
+    kind: "int",
+    def: 4,
+    min: 1,
+    help: "micro-batches per optimizer step (loss = token-weighted mean over the window)",
+  },
+  max_steps: {
+    kind: "int",
+    def: -1,
+    help: "optimizer steps; <= 0 = one pass: ceil(samples / (batch · accumulation))",
+  },
+  max_samples: { kind: "int", def: null, min: 1, help: "use at most this many samples" },
+  num_proc: { kind: "int", def: 96, min: 1, help: "data preparation parallelism (accepted)" },
+  dataloader_num_workers: {
+    kind: "int",
+    def: 4,
+    min: 0,
+    help: "batches prepared ahead of the GPU (0 = none)",
+  },
+  learning_rate: {
+    kind: "float",
+    def: null,
+    min: 0,
+    help: "peak learning rate (default: 1e-3 stage 1, 2e-5 stage 2)",
+  },
+  lr_scheduler_type: {
+    kind: "string",
+    def: "cosine",
+    help: `${SCHEDULE_TYPES.join(" | ")}`,
+    check: (v) =>
+      (SCHEDULE_TYPES as readonly string[]).includes(v as string)
+        ? null
+        : `must be one of ${SCHEDULE_TYPES.join(", ")}`,
+  },
+  warmup_ratio: {
+    kind: "float",
+    def: 0.03,
+    help: "warmup steps = ceil(max_steps · ratio)",
+    check: (v) => (v as number) >= 0 && (v as number) <= 1 ? null : "must be in [0, 1]",
+  },
+  weight_decay: {
+    kind: "float",
+    def: 0.01,
+    min: 0,
+    help: "AdamW decoupled weight decay (never on biases / norm weights)",
+  },
+  max_grad_norm: { kind: "float", def: 1.0, min: 0, help: "global-norm clipping (0 = off)" },
+  bf16: {
+    kind: "bool",
+    def: true,
+    help: "store frozen weights as bfloat16 on the GPU (math in f32; trainable weights f32)",
+  },
+  fp16: {
+    kind: "bool",
+    def: false,
+    help: "store frozen weights as float16 instead (needs --no_bf16)",
+  },
+  logging_steps: { kind: "int", def: 10, min: 1, help: "read back + log metrics every N steps" },
+  save_steps: { kind: "int", def: 500, min: 1, help: "checkpoint every N steps" },
+  save_total_limit: {
+    kind: "int",
+    def: 3,
+    min: 0,
+    help: "keep at most N checkpoints (0 = all)",
+  },
+  eval_steps: { kind: "int", def: 100, min: 1, help: "eval loss every N steps" },
+  max_eval_samples: { kind: "int", def: 2, min: 0, help: "held-out samples for eval (0 = none)" },
+  gen_samples: { kind: "int", def: 20, min: 0, help: "fixed eval samples for generation eval" },
+  gen_steps: { kind: "int", def: 500, min: 1, help: "generation eval every N steps" },
+  gen_max_new_tokens: { kind: "int", def: 64, min: 1, help: "generation eval: max new tokens" },
+  gen_temperature: {
+    kind: "float",
+    def: 0,
+    min: 0,
+    help: "generation eval: 0 = greedy, > 0 = sampling",
+  },
+  gen_num_beams: { kind: "int", def: 1, min: 1, help: "generation eval: beam search width" },
+  seed: { kind: "int", def: 42, min: 0, help: "seed for init, data order, dropout, sampling" },
+  use_distributed: {
+    kind: "bool",
+    def: false,
+    help: "multi-GPU (not supported: one WebGPU device; --no_distributed accepted)",
+  },
+  push_to_hub: { kind: "bool", def: false, help: "upload the final model to the hub" },
+  hub_model_id: {
+    kind: "string",
+    def: null,
+    help: "hub repo id (default siq-vl_{vision}_{text}_{stage})",
+  },
+  resume_from_checkpoint: {
+    kind: "string",
+    def: null,
+    help: "a checkpoint-N dir, a run dir (its latest checkpoint) or 'latest' (the newest " +
+      "matching run under --output_dir)",
+  },
+  gradient_checkpointing: {
+    kind: "bool",
+    def: true,
+    help: "recompute each transformer block in backward (less activation memory)",
+  },
+  merge_lora: { kind: "bool", def: false, help: "with LoRA: also export a merged model" },
+  save_pytorch_bin: {
+    kind: "bool",
+    def: false,
+    help: "also write pytorch_model.bin in the final directory",
+  },
+  report_to: {
+    kind: "list",
+    def: "jsonl",
+    help: "comma list of: jsonl (always on), tensorboard, none",
+    check: (v) => {
+      const bad = (v as string[]).filter((x) => !["jsonl", "tensorboard", "none"].includes(x));
+      return bad.length ? `unknown target(s) ${bad.join(", ")} (jsonl, tensorboard, none)` : null;
+    },
+  },
+  max_length: {
+    kind: "int",
+    def: null,
+    min: 8,
+    help: "truncate sequences to N tokens (default: no truncation)",
+  },
+  max_nonfinite_steps: {
+    kind: "int",
+    def: 5,
+    min: 1,
+    help: "stop after N consecutive steps with non-finite loss/gradients",
+  },
+  run_name: {
+    kind: "string",
+    def: null,
+    help: "run directory name (default siq-vl_{vision}_{text}_{stage}_{YYYYmmdd_HHMMSS})",
+  },
+  preset: {
+    kind: "string",
+    def: null,
+    help: "fill unset flags from a preset: auto (by adapter), software, hardware, demo",
+  },
+};
+
+/** Original aliases: `--no_distributed` = `--no_use_distributed`. */
+const NEG_ALIASES: Record<string, string> = { distributed: "use_distributed" };
+
+/** The result of parsing: values with defaults applied and the flags given explicitly. */
+export interface ParsedArgs {
+  args: TrainArgs;
+  explicit: Set<string>;
+  help: boolean;
+}
+
+function closest(name: string): string | null {
+  let best: string | null = null, bestD = Infinity;
+  for (const k of Object.keys(FLAGS)) {
+    const d = editDistance(name, k);
+    if (d < bestD) [best, bestD] = [k, d];
+  }
+  return bestD <= Math.max(2, Math.floor(name.length / 4)) ? best : null;
+}
+
+function editDistance(a: string, b: string): number {
+  const dp = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = dp[0];
+    dp[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = dp[j];
+      dp[j] = Math.min(dp[j] + 1, dp[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return dp[b.length];
+}
+
+/** Convert one raw string value of flag `name`. */
+function convert(name: string, spec: FlagSpec, raw: string): unknown {
+  const bad = (why: string) => new Error(`--${name}: ${why} (got "${raw}")`);
+  let v: unknown;
+  switch (spec.kind) {
+    case "string":
+      if (raw === "") throw bad("needs a value");
+      v = raw;
+      break;
+    case "int": {
+      const n = Number(raw);
+      if (raw.trim() === "" || !Number.isInteger(n)) throw bad("expected an integer");
+      v = n;
+      break;
+    }
+    case "float": {
+      const n = Number(raw);
+      if (raw.trim() === "" || !Number.isFinite(n)) throw bad("expected a number");
+      v = n;
+      break;
+    }
+    case "list":
+      v = raw.split(",").map((s) => s.trim()).filter((s) => s.length);
+      if (!(v as string[]).length) throw bad("expected a comma-separated list");
+      break;
+    case "floats": {
+      const parts = raw.split(",").map((s) => s.trim());
+      const nums = parts.map(Number);
+      if (parts.some((p) => p === "") || nums.some((n) => !Number.isFinite(n))) {
+        throw bad("expected a comma-separated list of numbers");
+      }
+      v = nums;
+      break;
+    }
+    case "bool":
+      throw new Error("internal: convert() of a boolean");
+  }
+  if (spec.min !== undefined && typeof v === "number" && v < spec.min) {
+    throw bad(`must be >= ${spec.min}`);
+  }
+  const why = spec.check?.(v);
+  if (why) throw bad(why);
+  return v;
+}
+
+/** Normalise argv: `--no_x` → `--no-x`, `--flag -1` → `--flag=-1`, hyphenated names kept. */
+function normalise(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    let a = argv[i];
+    if (a.startsWith("--no_") || a.startsWith("--no-")) {
+      const base = a.slice(5).split("=")[0];
+      const name = NEG_ALIASES[base] ?? base;
+      if (FLAGS[name]?.kind === "bool") {
+        if (a.includes("=")) throw new Error(`${a}: a negated flag takes no value`);
+        a = `--no-${name}`;
+      }
+    }
+    const m = /^--([A-Za-z0-9_]+)$/.exec(a);
+    const next = argv[i + 1];
+    if (
+      m && FLAGS[m[1]] && FLAGS[m[1]].kind !== "bool" && next !== undefined &&
+      /^-\d/.test(next)
+    ) {
+      out.push(`${a}=${next}`);
+      i++;
+      continue;
+    }
+    out.push(a);
+  }
+  return out;
+}
+
+/** Parse argv into TrainArgs. Throws a clear error for unknown, malformed or contradictory flags. */
+export function parseTrainArgs(
+  argv: string[],
+  env: Record<string, string | undefined> = {},
+): ParsedArgs {
+  const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
+  for (const [k, s] of Object.entries(FLAGS)) {
+    options[k] = { type: s.kind === "bool" ? "boolean" : "string" };
+  }
+  options.h = { type: "boolean" };
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: normalise(argv),
+      options,
+      strict: true,
+      allowPositionals: false,
+      allowNegative: true,
+      tokens: true,
+    });
+  } catch (e) {
+    const msg = (e as Error).message;
+    const m = /Unknown option '(-{1,2})([^']+)'/.exec(msg);
+    if (m) {
+      const name = m[2].replace(/^no-/, "").replace(/-/g, "_");
+      const hint = FLAGS[name] ? `--${name}` : closest(name) ? `--${closest(name)}` : null;
+      throw new Error(
+        `unknown flag ${m[1]}${m[2]}` + (hint ? ` (did you mean ${hint}?)` : "") +
+          "; see --help",
+      );
+    }
+    if (/Unexpected argument/.test(msg)) throw new Error(`${msg.split("\n")[0]}; see --help`);
+    throw new Error(`${msg.split("\n")[0]}; see --help`);
+  }
+  const explicit = new Set<string>();
+  const seen = new Map<string, string>();
+  for (const t of parsed.tokens ?? []) {
+    if (t.kind !== "option") continue;
+    const name = t.name.startsWith("no-") ? t.name.slice(3) : t.name;
+    if (name === "help" || name === "h") continue;
+    if (seen.has(name)) {
+      throw new Error(`--${name} is given twice (${seen.get(name)} and ${t.rawName})`);
+    }
+    seen.set(name, t.rawName);
+    explicit.add(name);
+  }
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  const out: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(FLAGS)) {
+    const raw = values[name];
+    if (raw === undefined) {
+      out[name] = spec.def === null
+        ? null
+        : spec.kind === "bool"
+        ? spec.def
+        : convert(name, spec, String(spec.def));
+    } else if (spec.kind === "bool") out[name] = raw;
+    else out[name] = convert(name, spec, raw as string);
+  }
+  // Stage: flag, else $STAGE, else 1.
+  if (out.stage === null) {
+    const s = env.STAGE;
+    if (s !== undefined && s !== "") {
+      if (s !== "1" && s !== "2") throw new Error(`STAGE=${s}: stages 1 and 2 are supported`);
+      out.stage = Number(s);
+    } else out.stage = 1;
+  }
+  if (out.stage !== 1 && out.stage !== 2) {
+    throw new Error(`--stage ${out.stage}: stages 1 and 2 are supported`);
+  }
+  const args = out as unknown as TrainArgs;
+  return { args, explicit, help: Boolean(values.help || values.h) };
+}
+
+/**
+ * Fill stage-dependent defaults and reject contradictions. `explicit` lists flags the user gave
+ * (presets are applied before this, only to flags not in `explicit`).
+ */
+export function finalizeArgs(args: TrainArgs, explicit: Set<string>): TrainArgs {
+  const a = { ...args };
+  const given = (k: keyof TrainArgs) => explicit.has(k);
+  if (a.learning_rate === null) a.learning_rate = a.stage === 1 ? 1e-3 : 2e-5;
+  if (a.freeze_text_model === null) a.freeze_text_model = a.stage === 1;
+  if (a.stage === 1 && !a.freeze_text_model) {
+    throw new Error(
+      "--no_freeze_text_model contradicts --stage 1 (stage 1 trains the projector only); " +
+        "train the LLM with --stage 2",
+    );
+  }
+  if (a.stage === 2 && given("freeze_text_model") && a.freeze_text_model) {
+    throw new Error(
+      "--freeze_text_model contradicts --stage 2 (stage 2 trains the LLM, fully or with " +
+        "--use_lora); use --stage 1 to train the projector alone",
+    );
+  }
+  if (!a.freeze_vision_model) {
+    throw new Error(
+      "--no_freeze_vision_model: the vision tower is frozen in stages 1 and 2 (no gradients " +
+        "are kept for it)",
+    );
+  }
+  if (a.bf16 && a.fp16) {
+    if (given("bf16")) throw new Error("--bf16 and --fp16 contradict each other: pick one");
+    a.bf16 = false; // --fp16 alone turns the bf16 default off, as the original did
+  }
+  if (a.use_lora && a.stage === 1) {
+    throw new Error("--use_lora needs --stage 2 (stage 1 trains the projector only)");
+  }
+  if (!a.use_lora) {
+    for (const k of ["lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora"]) {
+      if (explicit.has(k)) throw new Error(`--${k} has no effect without --use_lora`);
+    }
+  }
+  if (a.stage === 1 && given("stage_1_checkpoint_path")) {
+    throw new Error("--stage_1_checkpoint_path is for --stage 2 (it names the stage-1 result)");
+  }
+  if (a.sub_sets_weights && a.sub_sets_weights.length !== a.sub_sets.length) {
+    throw new Error(
+      `--sub_sets_weights has ${a.sub_sets_weights.length} values for ${a.sub_sets.length} ` +
+        "subsets (--sub_sets): give one weight per subset",
+    );
+  }
+  if (a.sub_sets_weights && a.sub_sets_weights.some((w) => w < 0)) {
+    throw new Error("--sub_sets_weights: weights must be >= 0");
+  }
+  if (a.sub_sets_weights && !a.sub_sets_weights.some((w) => w > 0)) {
+    throw new Error("--sub_sets_weights: at least one weight must be > 0");
+  }
+  if (a.enable_dynamic_tiling) {
+    throw new Error(
+      "--enable_dynamic_tiling is not supported by this trainer (one tile per image)",
+    );
+  }
+  if (a.use_distributed) {
+    throw new Error(
+      "--use_distributed: this trainer runs on one WebGPU device; for several GPUs export the " +
+        "checkpoint and continue in PyTorch",
+    );
+  }
+  if (a.gen_num_beams > 1 && a.gen_temperature > 0) {
+    throw new Error(
+      `--gen_num_beams ${a.gen_num_beams} with --gen_temperature ${a.gen_temperature}: beam ` +
+        "search is deterministic; use one or the other",
+    );
+  }
+  if (a.hub_model_id !== null && !a.push_to_hub) {
+    throw new Error("--hub_model_id has no effect without --push_to_hub");
+  }
+  if (a.report_to.includes("none") && a.report_to.length > 1) {
+    throw new Error(`--report_to ${a.report_to.join(",")}: "none" cannot be combined`);
+  }
+  if (a.dataloader_num_workers > 64) {
+    throw new Error(`--dataloader_num_workers ${a.dataloader_num_workers}: at most 64`);
+  }
+  return a;
+}
+
+/** The --help text. */
+export function trainHelp(): string {
+  const lines = [
+    "Usage: deno task train [flags]   (deno run -A --unstable-webgpu cli/train.ts [flags])",
+    "",
+    "Trains SiQ-VL: SigLIP vision tower -> pixel-shuffle projector -> Qwen2.5, on WebGPU.",
+    "  stage 1: vision + LLM frozen, projector trained (lr 1e-3)",
+    "  stage 2: vision frozen, projector + LLM trained fully (lr 2e-5) or with --use_lora",
+    "           (r 64, alpha 16, dropout 0.05, all seven projections); starts from a stage-1",
+    "           result (--stage_1_checkpoint_path, default: the latest matching stage-1 run)",
+    "",
+    "Precision on WebGPU: --bf16 (default) / --fp16 / --no_bf16 choose the STORAGE dtype of the",
+    "frozen weights on the GPU (bfloat16 / float16 / float32). Every kernel widens them to f32:",
+    "all arithmetic and accumulation is f32, activations and gradients are f32, and trainable",
+    "weights (projector, LoRA, the LLM in full stage 2) plus their AdamW moments are f32 master",
+    "copies. There is no autocast: bf16/fp16 halve weight memory and bandwidth, not the math.",
+    "",
+    "Flags (--flag value or --flag=value; booleans --flag / --no_flag):",
+  ];
+  for (const [name, s] of Object.entries(FLAGS)) {
+    const def = s.def === null ? "" : ` (default ${s.kind === "bool" ? s.def : String(s.def)})`;
+    const kind = s.kind === "bool"
+      ? ""
+      : s.kind === "list" || s.kind === "floats"
+      ? " a,b,..."
+      : s.kind === "string"
+      ? " <str>"
+      : " <n>";
+    lines.push(`  --${name}${kind}${def}`);
+    lines.push(`      ${s.help}`);
+  }
+  lines.push("  --help, -h", "      this text");
+  return lines.join("\n");
+}

@@ -1,0 +1,151 @@
+// Stage definitions (what is frozen and what trains) and launcher presets.
+//
+//   stage 1: vision tower + LLM frozen (eval mode); projector trains; lr 1e-3.
+//   stage 2: vision tower frozen; projector + LLM train — with --use_lora only the adapters
+//            (r 64, α 16, dropout 0.05, all seven projections) and the projector; lr 2e-5.
+// The vision tower never requires gradients, so no gradient memory is spent on it.
+//
+// Presets fill the flags a user did not give, like the original's launcher script: `software`
+// (a CPU/software adapter such as lavapipe: the original's small "Mac" preset), `hardware`
+// (a real GPU; batch sized by the adapter's buffer limits), `auto` = pick by the adapter.
+
+import type { TrainArgs } from "./args.ts";
+
+/** What a stage trains. */
+export interface StagePlan {
+  stage: 1 | 2;
+  /** How the language model is treated. */
+  llm: "frozen" | "lora" | "full";
+  /** The projector always trains in stages 1–2. */
+  projector: true;
+  /** The vision tower is always frozen in stages 1–2. */
+  vision: "frozen";
+}
+
+/** The plan for parsed flags. */
+export function stagePlan(a: Pick<TrainArgs, "stage" | "use_lora">): StagePlan {
+  return {
+    stage: a.stage,
+    llm: a.stage === 1 ? "frozen" : a.use_lora ? "lora" : "full",
+    projector: true,
+    vision: "frozen",
+  };
+}
+
+/** Adapter facts a preset is chosen from. */
+export interface AdapterInfo {
+  isFallbackAdapter: boolean;
+  maxBufferSize: number;
+  maxStorageBufferBindingSize: number;
+  description: string;
+}
+
+/** Preset names. */
+export const PRESETS = ["auto", "software", "hardware", "demo"] as const;
+
+/** Flag values of a preset for a stage (only flags the user left unset are taken). */
+export function presetValues(
+  name: string,
+  stage: 1 | 2,
+  adapter: AdapterInfo,
+): { name: string; values: Partial<TrainArgs>; why: string } {
+  if (!(PRESETS as readonly string[]).includes(name)) {
+    throw new Error(`--preset ${name}: unknown (known: ${PRESETS.join(", ")})`);
+  }
+  let chosen = name;
+  let why = "";
+  if (name === "auto") {
+    chosen = adapter.isFallbackAdapter ? "software" : "hardware";
+    why = `adapter "${adapter.description}" is ${
+      adapter.isFallbackAdapter ? "a software (fallback) adapter" : "a hardware adapter"
+    }`;
+  }
+  const GiB = 2 ** 30;
+  switch (chosen) {
+    case "software":
+      // The original's Mac preset: tiny, so a CPU finishes in minutes to hours.
+      return {
+        name: chosen,
+        why: why || "software preset",
+        values: {
+          per_device_train_batch_size: 2,
+          gradient_accumulation_steps: 2,
+          max_steps: 20,
+          sub_sets: ["sharegpt4v(knowledge)"],
+          max_samples: 1000,
+          bf16: false,
+          fp16: true,
+          logging_steps: 2,
+          save_steps: 10,
+          eval_steps: 10,
+          gen_steps: 10,
+          max_eval_samples: 16,
+          gen_samples: 4,
+          num_proc: 2,
+          dataloader_num_workers: 1,
+          ...(stage === 2 ? { use_lora: true } : {}),
+        },
+      };
+    case "hardware": {
+      // Batch by the largest buffer the adapter allows (a proxy for its memory class).
+      const big = adapter.maxBufferSize >= 4 * GiB - 1;
+      return {
+        name: chosen,
+        why: `${why || "hardware preset"}; maxBufferSize ${
+          (adapter.maxBufferSize / GiB).toFixed(1)
+        } GiB → batch ${big ? "4×4" : "2×8"}`,
+        values: {
+          per_device_train_batch_size: big ? 4 : 2,
+          gradient_accumulation_steps: big ? 4 : 8,
+          max_steps: stage === 1 ? 1000 : -1,
+          logging_steps: 10,
+          save_steps: 500,
+          eval_steps: 100,
+          gen_steps: 500,
+          max_eval_samples: 64,
+          gen_samples: 8,
+          num_proc: 8,
+          dataloader_num_workers: 2,
+          bf16: true,
+          ...(stage === 2 ? { use_lora: true } : {}),
+        },
+      };
+    }
+    case "demo":
+      return {
+        name: chosen,
+        why: "demo preset",
+        values: {
+          data_path: "shapes",
+          per_device_train_batch_size: 16,
+          gradient_accumulation_steps: 1,
+          bf16: false,
+          logging_steps: 10,
+          save_steps: 1000,
+          eval_steps: 1000,
+          gen_steps: 1000,
+          max_eval_samples: 32,
+          gen_samples: 4,
+        },
+      };
+  }
+  throw new Error(`unreachable preset ${chosen}`);
+}
+
+/** Apply preset values to flags not given explicitly; returns the names it set. */
+export function applyPreset(
+  args: TrainArgs,
+  explicit: Set<string>,
+  values: Partial<TrainArgs>,
+): string[] {
+  const set: string[] = [];
+  const rec = args as unknown as Record<string, unknown>;
+  for (const [k, v] of Object.entries(values)) {
+    if (explicit.has(k)) continue;
+    // A precision flag given explicitly overrides the preset's precision as a whole.
+    if ((k === "bf16" || k === "fp16") && (explicit.has("bf16") || explicit.has("fp16"))) continue;
+    rec[k] = v;
+    set.push(k);
+  }
+  return set;
+}
