@@ -310,6 +310,7 @@ Deno.test("progress: plain periodic lines without a TTY; metrics log", () => {
   const tty: string[] = [];
   const q = new Progress(4, 2, { sink: { write: (s) => void tty.push(s), isTTY: true } });
   q.update(3);
+  // deno-lint-ignore no-control-regex
   assert.match(tty[0], /^\r\x1b\[2K/);
   const dir = Deno.makeTempDirSync();
   const log = new MetricsLog(join(dir, "m.jsonl"), { tensorboardDir: join(dir, "tb") });

@@ -31,7 +31,6 @@ import type { TrainArgs } from "./args.ts";
 import {
   findRuns,
   hasFinalModel,
-  listCheckpoints,
   readJson,
   removeStaleTemps,
   resolveResume,

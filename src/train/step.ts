@@ -11,7 +11,7 @@
 
 import type { Gpu } from "../gpu/device.ts";
 import { addInPlace, fill, zeros } from "../tensor/ops/elementwise.ts";
-import { keep, noGrad, Tensor, tidy } from "../tensor/tensor.ts";
+import { keep, noGrad, type Tensor, tidy } from "../tensor/tensor.ts";
 import type { AdamW } from "./optimizer.ts";
 
 /** What the model must offer the step: a loss for a micro-batch. */
