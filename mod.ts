@@ -22,3 +22,7 @@ export * from "./src/tensor/mod.ts";
 export * from "./src/nn/mod.ts";
 export * from "./src/models/mod.ts";
 export * from "./src/infer/mod.ts";
+/** Images, tokenizer, chat templates, labels, collator and datasets. */
+export * as data from "./src/data/mod.ts";
+/** safetensors / PyTorch .bin readers and writers, hub download, cache and upload. */
+export * as io from "./src/io/mod.ts";
