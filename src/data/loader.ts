@@ -66,7 +66,7 @@ interface Entry {
 
 /** Batches of encoded samples with images (see module docs). */
 export class DataLoader {
-  readonly skips = new SkipCounter();
+  readonly skips: SkipCounter = new SkipCounter();
   readonly dataset: Dataset;
   readonly batchSize: number;
   readonly #processor: SiqvlProcessor;

@@ -210,7 +210,7 @@ function asText(v: unknown): string | undefined {
 /** FineVision subsets mixed into one deterministic, resumable stream (see module docs). */
 export class FineVisionDataset implements Dataset {
   readonly name: string;
-  readonly skips = new SkipCounter();
+  readonly skips: SkipCounter = new SkipCounter();
   readonly #readers: SubsetReader[];
   readonly #cumulative: number[];
   readonly #seed: number;

@@ -70,7 +70,7 @@ export function pairConversation(conv: unknown): Turn[] | string {
 /** A LLaVA JSON/JSONL dataset. Build it with {@link LlavaDataset.load}. */
 export class LlavaDataset implements Dataset {
   readonly name: string;
-  readonly skips = new SkipCounter();
+  readonly skips: SkipCounter = new SkipCounter();
   readonly #records: Record[];
   readonly #order: Uint32Array;
   readonly #imageDir: string;

@@ -183,7 +183,7 @@ export function generateShapesSample(
 /** The generated shapes dataset (see module docs). */
 export class ShapesDataset implements Dataset {
   readonly name: string;
-  readonly skips = new SkipCounter();
+  readonly skips: SkipCounter = new SkipCounter();
   readonly seed: number;
   readonly imageSize: number;
   readonly length: number;
