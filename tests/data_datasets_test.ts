@@ -101,6 +101,17 @@ Deno.test("shapes: the drawn image agrees with the answer, for every kind and si
         assert.deepEqual(Array.from(s.image.data.slice(p, p + 3)), [r, g, b], s.id);
       } else if (s.kind === "shape") {
         assert.equal(s.answer, sh.kind);
+        // Near the centre, and the drawn area (anti-aliased coverage) is the kind's:
+        // square 4r², circle πr², triangle 2r².
+        assert.ok(Math.abs(sh.cx / size - 0.5) <= 0.1 && Math.abs(sh.cy / size - 0.5) <= 0.1);
+        const c = SHAPE_COLORS[sh.color];
+        const full = 765 - (c[0] + c[1] + c[2]);
+        let area = 0;
+        for (let p = 0; p < s.image.data.length; p += 3) {
+          area += (765 - s.image.data[p] - s.image.data[p + 1] - s.image.data[p + 2]) / full;
+        }
+        const want = { square: 4, circle: Math.PI, triangle: 2 }[sh.kind] * sh.r * sh.r;
+        assert.ok(Math.abs(area / want - 1) < 0.12, `${s.id}: area ${area} vs ${want}`);
       } else if (s.kind === "count") {
         assert.equal(COUNT_WORDS[components(s.image) - 1], s.answer, s.id);
       } else {

@@ -103,8 +103,9 @@ export const FLAGS: Record<string, FlagSpec> = {
   data_path: {
     kind: "string",
     def: "HuggingFaceM4/FineVision",
-    help: "dataset: a hub id / local FineVision parquet dir, a .jsonl file, or 'shapes' " +
-      "(generated)",
+    help: "dataset: a hub id / local FineVision parquet dir, a .jsonl file, or " +
+      "'shapes[:SIZE[:KINDS]]' (generated; KINDS a comma list of color, shape, count, where; " +
+      "a kind listed twice is drawn twice as often)",
   },
   sub_sets: { kind: "list", def: DEFAULT_SUBSETS, help: "comma list of subsets (configs)" },
   sub_sets_weights: {

@@ -111,7 +111,7 @@ export async function openDatasets(
   const E = spec.maxEvalSamples;
   const p = spec.dataPath;
   if (p === "shapes" || p.startsWith("shapes:")) {
-    // shapes[:<image size>[:<question kinds, comma-separated>]]
+    // shapes[:<image size>[:<question kinds, comma-separated; repeating one weights it>]]
     const [, sz, kindList] = p.split(":");
     const size = sz ? Number(sz) : spec.imageSize;
     if (!Number.isInteger(size) || size < 16) throw new Error(`--data_path ${p}: bad image size`);

@@ -10,7 +10,12 @@
 // Why a frozen random tower works here: with moderate widths, a random patch embedding is an
 // (almost) injective linear map of each 8×8 patch, and the pre-LN residual stream keeps it —
 // colour, shape outline and (through the token order after pixel shuffle) position survive, so
-// the projector and the adapters can learn to read them.
+// the projector and the language model can learn to read them. Measured with probes on the
+// frozen tower's output (3,000 training images, 1,000 held out): shape is 93% linearly readable
+// from the 9 pixel-shuffled tokens and 99% with a small MLP on their sum. What limits the demo
+// is how many examples it can see in its time budget (one pass over ~10k samples), which is why
+// the shapes data shows shape questions larger and near the centre: anywhere in the image the
+// same probes reach only 63–72% (translation invariance must be learned from examples).
 
 import { join } from "node:path";
 import { generateShapesSample } from "../data/datasets/shapes.ts";

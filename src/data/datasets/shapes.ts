@@ -7,7 +7,7 @@
  * | kind  | image                                   | answers                        |
  * |-------|-----------------------------------------|--------------------------------|
  * | color | one shape anywhere                      | red, green, blue, yellow       |
- * | shape | one shape anywhere                      | circle, square, triangle       |
+ * | shape | one larger shape near the centre (± 10%) | circle, square, triangle       |
  * | count | 1–3 shapes in distinct cells of a 3×3 grid | one, two, three             |
  * | where | one shape in the left/right/top/bottom zone | left, right, top, bottom    |
  *
@@ -69,7 +69,7 @@ export interface ShapesOptions {
   imageSize?: number;
   /** Samples per pass; default unbounded. */
   length?: number;
-  /** Question kinds to draw from; default all four. */
+  /** Question kinds drawn uniformly from this list (repeat one to weight it); default all four. */
   kinds?: readonly QuestionKind[];
 }
 
@@ -86,7 +86,9 @@ function inside(s: DrawnShape, x: number, y: number): boolean {
     case "circle":
       return dx * dx + dy * dy <= s.r * s.r;
     case "square":
-      return Math.abs(dx) <= s.r * 0.85 && Math.abs(dy) <= s.r * 0.85;
+      // The full 2r × 2r box: 27% more area than the circle and corners 1.41r out, so the two
+      // stay tellable apart at the few-pixel sizes of small images.
+      return Math.abs(dx) <= s.r && Math.abs(dy) <= s.r;
     case "triangle": {
       // Apex up: y from cy − r (apex) to cy + r (base); half-width grows linearly to r.
       if (dy < -s.r || dy > s.r) return false;
@@ -152,7 +154,8 @@ export function generateShapesSample(
     }
     answer = COUNT_WORDS[n - 1];
   } else {
-    const r = S * (0.12 + 0.08 * rnd());
+    // Shape questions show a larger shape (half-size 18–26% of the image, not 12–20%).
+    const r = S * ((kind === "shape" ? 0.18 : 0.12) + 0.08 * rnd());
     let cx: number, cy: number;
     let where: typeof POSITIONS[number] | undefined;
     if (kind === "where") {
@@ -161,6 +164,11 @@ export function generateShapesSample(
       const along = S / 2 + (rnd() * 2 - 1) * S * 0.1;
       cx = where === "left" ? near : where === "right" ? S - near : along;
       cy = where === "top" ? near : where === "bottom" ? S - near : along;
+    } else if (kind === "shape") {
+      // Near the centre: telling shapes apart anywhere in the image needs translation
+      // invariance that a tiny model cannot learn from a few thousand examples in minutes.
+      cx = S / 2 + (rnd() * 2 - 1) * S * 0.1;
+      cy = S / 2 + (rnd() * 2 - 1) * S * 0.1;
     } else {
       cx = r + rnd() * (S - 2 * r);
       cy = r + rnd() * (S - 2 * r);
