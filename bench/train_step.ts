@@ -30,7 +30,7 @@ import { StepRunner } from "../src/train/step.ts";
 import type { StagePlan } from "../src/train/stages.ts";
 import { writeRandomText, writeRandomVision } from "../src/train/tiny_models.ts";
 import { DEMO_CONFIG, prepareDemoModels } from "../src/train/demo.ts";
-import { LORA_TARGETS_ALL } from "../src/train/args.ts";
+import { LORA_TARGETS } from "../src/models/qwen2.ts";
 import { TextTokenizer } from "../src/data/tokenizer.ts";
 
 const { values } = parseArgs({
@@ -218,7 +218,7 @@ async function bench(
     } catch { /* no tokenizer.json: Qwen2.5's ids */ }
     model = await buildSiqvl(gpu, { vision: dirs.vision, text: dirs.text, seed: 0, ...ids });
     if (plan.llm === "lora") {
-      model.text.attachLora({ r: 64, alpha: 16, dropout: 0.05 }, LORA_TARGETS_ALL);
+      model.text.attachLora({ r: 64, alpha: 16, dropout: 0.05 }, LORA_TARGETS);
       model.text.initialize(gpu, 0);
     }
     await prepareStorage(model, plan, "bf16");

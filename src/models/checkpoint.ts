@@ -31,7 +31,8 @@ import { tensorToSafetensors } from "./tensor_bytes.ts";
 
 type Json = Record<string, unknown>;
 
-async function readJson(path: string): Promise<Json> {
+/** Read and parse a JSON file; a missing file or bad JSON is an error naming the path. */
+export async function readJson<T = Json>(path: string): Promise<T> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -40,7 +41,7 @@ async function readJson(path: string): Promise<Json> {
     throw e;
   }
   try {
-    return JSON.parse(text);
+    return JSON.parse(text) as T;
   } catch (e) {
     throw new Error(`${path}: invalid JSON (${(e as Error).message})`);
   }

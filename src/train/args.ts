@@ -7,18 +7,8 @@
 // (the original's `--no_bf16`, `--no_use_lora`, `--no_freeze_text_model`, `--no_distributed`).
 
 import { parseArgs } from "node:util";
+import { LORA_TARGETS } from "../models/qwen2.ts";
 import { SCHEDULE_TYPES, type ScheduleType } from "./schedule.ts";
-
-/** The seven projections LoRA targets by default (all of a Qwen2 block's linears). */
-export const LORA_TARGETS_ALL = [
-  "q_proj",
-  "k_proj",
-  "v_proj",
-  "o_proj",
-  "gate_proj",
-  "up_proj",
-  "down_proj",
-] as const;
 
 /** Parsed training flags (snake_case, as on the command line). */
 export interface TrainArgs {
@@ -152,13 +142,11 @@ export const FLAGS: Record<string, FlagSpec> = {
   },
   lora_target_modules: {
     kind: "list",
-    def: LORA_TARGETS_ALL.join(","),
+    def: LORA_TARGETS.join(","),
     help: "comma list of projections to adapt",
     check: (v) => {
-      const bad = (v as string[]).filter((m) =>
-        !(LORA_TARGETS_ALL as readonly string[]).includes(m)
-      );
-      return bad.length ? `unknown module(s) ${bad.join(", ")} (known: ${LORA_TARGETS_ALL})` : null;
+      const bad = (v as string[]).filter((m) => !(LORA_TARGETS as readonly string[]).includes(m));
+      return bad.length ? `unknown module(s) ${bad.join(", ")} (known: ${LORA_TARGETS})` : null;
     },
   },
   pixel_shuffle_factor: { kind: "int", def: 2, min: 1, help: "pixel-shuffle factor r" },

@@ -238,19 +238,3 @@ export async function writeJsonAtomic(path: string, value: unknown): Promise<voi
   await Deno.writeTextFile(tmp, JSON.stringify(value, null, 2) + "\n");
   await Deno.rename(tmp, path);
 }
-
-/** Read and parse a JSON file with a clear error. */
-export async function readJson<T = unknown>(path: string): Promise<T> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new Error(`missing ${path}`);
-    throw e;
-  }
-  try {
-    return JSON.parse(text) as T;
-  } catch (e) {
-    throw new Error(`${path}: invalid JSON (${(e as Error).message})`);
-  }
-}

@@ -21,7 +21,7 @@ import type { Dataset, Sample } from "../data/datasets/types.ts";
 import { ImagePool } from "../data/image_pool.ts";
 import { openTensors } from "../io/reader.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
-import { buildSiqvl, loadSiqvl } from "../models/checkpoint.ts";
+import { buildSiqvl, loadSiqvl, readJson } from "../models/checkpoint.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
 import { tensorToSafetensors } from "../models/tensor_bytes.ts";
 import { nextDropoutStep, setDropoutSeed } from "../nn/dropout.ts";
@@ -31,7 +31,6 @@ import type { TrainArgs } from "./args.ts";
 import {
   findRuns,
   hasFinalModel,
-  readJson,
   removeStaleTemps,
   resolveResume,
   rotateCheckpoints,
