@@ -508,3 +508,26 @@ Deno.test("split: eval is the first max_eval_samples, train the rest up to max_s
   assert.equal(noEval.eval, undefined);
   assert.equal((await drain(noEval.train)).length, 3);
 });
+
+Deno.test("--data_path: FineVision folder split into eval + train; resume needs the same split", async () => {
+  const { openDatasets } = await import("../src/train/data.ts");
+  const spec = {
+    dataPath: FV,
+    subSets: ["alpha"],
+    subSetsWeights: null,
+    seed: 3,
+    maxSamples: 6,
+    maxEvalSamples: 2,
+    imageSize: 16,
+  };
+  const ds = await openDatasets(spec);
+  assert.ok(ds.eval);
+  assert.deepEqual((await drain(ds.eval)).map((s) => s.id), alphaIds.slice(0, 2));
+  assert.deepEqual((await drain(ds.train)).map((s) => s.id), alphaIds.slice(2, 6));
+  const other = await openDatasets({ ...spec, maxSamples: 7 });
+  assert.throws(
+    () => other.train.restore(ds.train.state()),
+    /window \[2,6\], not \[2, 7\).*same --max_samples/,
+  );
+  for (const d of [ds.train, ds.eval, other.train, other.eval!]) await d.close?.();
+});

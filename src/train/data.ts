@@ -16,82 +16,12 @@ import { ImagePool } from "../data/image_pool.ts";
 import type { SiqvlProcessor } from "../data/processor.ts";
 import { LlavaDataset } from "../data/datasets/llava.ts";
 import { QUESTION_KINDS, type QuestionKind, ShapesDataset } from "../data/datasets/shapes.ts";
+import { FineVisionDataset } from "../data/datasets/finevision.ts";
+import { cachedHubClient } from "../data/datasets/hub_cache.ts";
+import { splitTrainEval } from "../data/datasets/split.ts";
 import type { Dataset, DatasetState, JsonValue, Sample } from "../data/datasets/types.ts";
 import { SkipCounter } from "../data/datasets/types.ts";
 import type { SiqvlBatchData } from "./model_adapter.ts";
-
-/** A window [skip, skip + take) of every pass of a dataset. */
-export class WindowDataset implements Dataset {
-  readonly name: string;
-  readonly inner: Dataset;
-  readonly skip: number;
-  readonly take: number;
-  #pos = 0;
-
-  constructor(inner: Dataset, skip: number, take = Infinity) {
-    this.inner = inner;
-    this.skip = skip;
-    this.take = take;
-    this.name = skip || isFinite(take)
-      ? `${inner.name}[${skip}:${isFinite(take) ? skip + take : ""}]`
-      : inner.name;
-  }
-
-  get skips(): SkipCounter {
-    return this.inner.skips;
-  }
-
-  /** Samples per pass when the inner dataset knows its length (else Infinity). */
-  get length(): number {
-    return Math.max(0, Math.min(this.take, datasetLength(this.inner) - this.skip));
-  }
-
-  async next(): Promise<Sample | undefined> {
-    while (this.#pos < this.skip) {
-      if (!(await this.inner.next())) return undefined;
-      this.#pos++;
-    }
-    if (this.#pos >= this.skip + this.take) return undefined;
-    const s = await this.inner.next();
-    if (s) this.#pos++;
-    return s;
-  }
-
-  rewind(epoch: number): void {
-    this.inner.rewind(epoch);
-    this.#pos = 0;
-  }
-
-  state(): DatasetState {
-    return {
-      window: [this.skip, isFinite(this.take) ? this.take : -1],
-      pos: this.#pos,
-      inner: this.inner.state(),
-    };
-  }
-
-  restore(s: DatasetState): void {
-    const w = s.window as number[] | undefined;
-    if (!w || w[0] !== this.skip || w[1] !== (isFinite(this.take) ? this.take : -1)) {
-      throw new Error(
-        `data state is for window ${JSON.stringify(w)}, not [${this.skip}, ${this.take}]: ` +
-          "resume with the same --max_samples / --max_eval_samples",
-      );
-    }
-    this.#pos = s.pos as number;
-    this.inner.restore(s.inner as DatasetState);
-  }
-
-  close(): Promise<void> | void {
-    return this.inner.close?.();
-  }
-}
-
-/** Samples per pass of a dataset that says (a `length` property), else Infinity. */
-export function datasetLength(d: Dataset): number {
-  const n = (d as { length?: unknown }).length;
-  return typeof n === "number" && n >= 0 ? n : Infinity;
-}
 
 /** Options of {@link openDatasets}. */
 export interface DataSpec {
@@ -135,39 +65,33 @@ export async function openDatasets(
       : null;
     return { train, eval: ev, description: `generated shapes (${size}px, seed ${spec.seed})` };
   }
+  const split = { maxSamples: spec.maxSamples ?? undefined, maxEvalSamples: E };
   if (/\.jsonl?$/i.test(p)) {
-    const open = () => LlavaDataset.load({ file: p, seed: spec.seed });
-    const base = await open();
-    const limit = spec.maxSamples ?? Infinity;
-    if (limit <= E) {
-      throw new Error(`--max_samples ${limit} leaves nothing to train on after ${E} eval samples`);
-    }
-    const train = new WindowDataset(base, E, limit - E);
-    const ev = E > 0 ? new WindowDataset(await open(), 0, E) : null;
-    return { train, eval: ev, description: `LLaVA-style ${p}` };
-  }
-  // Resolved at run time: FineVision support lives in src/data and may be absent in a build.
-  const fvUrl = new URL("../data/datasets/finevision.ts", import.meta.url).href;
-  const fv = await import(fvUrl).catch(() => null);
-  if (!fv) {
-    throw new Error(
-      `--data_path ${p}: FineVision loading is not available in this build; use a .json/.jsonl ` +
-        "LLaVA-style file or 'shapes'",
+    const { train, eval: ev } = await splitTrainEval(
+      () => LlavaDataset.load({ file: p, seed: spec.seed }),
+      split,
     );
+    return { train, eval: ev ?? null, description: `LLaVA-style ${p}` };
   }
-  // deno-lint-ignore no-explicit-any
-  const mod = fv as any;
-  const open = () =>
-    mod.openFineVision({
-      path: p,
-      subsets: spec.subSets,
-      weights: spec.subSetsWeights ?? undefined,
-      seed: spec.seed,
-    }) as Promise<Dataset>;
-  const limit = spec.maxSamples ?? Infinity;
-  const train = new WindowDataset(await open(), E, limit - E);
-  const ev = E > 0 ? new WindowDataset(await open(), 0, E) : null;
-  return { train, eval: ev, description: `FineVision ${p} (${spec.subSets.join(", ")})` };
+  // FineVision: a local folder of <subset>/*.parquet, else a hub dataset repo (downloaded once
+  // into the Hugging Face cache, as training reads every shard once per pass).
+  const isDir = await Deno.stat(p).then((st) => st.isDirectory, () => false);
+  const location = isDir ? { dir: p } : { hub: cachedHubClient(), repo: p };
+  const { train, eval: ev } = await splitTrainEval(
+    () =>
+      FineVisionDataset.open({
+        location,
+        subsets: spec.subSets,
+        weights: spec.subSetsWeights ?? undefined,
+        seed: spec.seed,
+      }),
+    split,
+  );
+  return {
+    train,
+    eval: ev ?? null,
+    description: `FineVision ${p} (${spec.subSets.join(", ")})`,
+  };
 }
 
 /** A collated batch with the data position after it and the raw questions/answers. */

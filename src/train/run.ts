@@ -40,7 +40,8 @@ import {
   stageDir as stageDirOf,
   writeJsonAtomic,
 } from "./checkpoint.ts";
-import { BatchLoader, datasetLength, type LoaderState, openDatasets } from "./data.ts";
+import { datasetLength } from "../data/datasets/split.ts";
+import { BatchLoader, type LoaderState, openDatasets } from "./data.ts";
 import { type ExportInfo, writeFinalModel } from "./export.ts";
 import { generationEval, type GenRow, type GenSample } from "./gen_eval.ts";
 import { type MetricRecord, MetricsLog } from "./metrics.ts";

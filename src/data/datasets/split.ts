@@ -34,6 +34,11 @@ export class WindowDataset implements Dataset {
     return this.inner.skips;
   }
 
+  /** Samples per pass when the inner dataset knows its length (else Infinity). */
+  get length(): number {
+    return Math.max(0, Math.min(this.end, datasetLength(this.inner)) - this.start);
+  }
+
   async next(): Promise<Sample | undefined> {
     if (!this.#entered) {
       for (let i = 0; i < this.start; i++) {
@@ -54,11 +59,24 @@ export class WindowDataset implements Dataset {
   }
 
   state(): DatasetState {
-    return { kind: "window", pos: this.#pos, entered: this.#entered, inner: this.inner.state() };
+    return {
+      kind: "window",
+      window: [this.start, isFinite(this.end) ? this.end : -1],
+      pos: this.#pos,
+      entered: this.#entered,
+      inner: this.inner.state(),
+    };
   }
 
   restore(state: DatasetState): void {
     if (state.kind !== "window") throw new Error(`window: state is for ${state.kind}`);
+    const w = stateField<number[]>(state, "window", "object", "window");
+    if (w[0] !== this.start || w[1] !== (isFinite(this.end) ? this.end : -1)) {
+      throw new Error(
+        `data state is for window ${JSON.stringify(w)}, not [${this.start}, ${this.end}): ` +
+          "resume with the same --max_samples / --max_eval_samples",
+      );
+    }
     this.inner.restore(stateField<DatasetState>(state, "inner", "object", "window"));
     this.#pos = stateField<number>(state, "pos", "number", "window");
     this.#entered = stateField<boolean>(state, "entered", "boolean", "window");
@@ -67,6 +85,12 @@ export class WindowDataset implements Dataset {
   close(): Promise<void> | void {
     return this.inner.close?.();
   }
+}
+
+/** Samples per pass of a dataset that says (a `length` property), else Infinity. */
+export function datasetLength(d: Dataset): number {
+  const n = (d as { length?: unknown }).length;
+  return typeof n === "number" && n >= 0 ? n : Infinity;
 }
 
 /** Options of {@link splitTrainEval}. */
