@@ -130,3 +130,29 @@ export async function atomicWrite(
     throw e;
   }
 }
+
+/** Whether `path` exists (symlinks followed: a dangling link counts as missing). */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Read and parse a JSON file; a missing file or bad JSON is an error naming the path. */
+export async function readJson<T = Record<string, unknown>>(path: string): Promise<T> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new Error(`missing ${path}`);
+    throw e;
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (e) {
+    throw new Error(`${path}: invalid JSON (${(e as Error).message})`);
+  }
+}

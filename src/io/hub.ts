@@ -22,6 +22,7 @@ import {
   uploadFiles,
 } from "../deps.ts";
 import { homedir } from "node:os";
+import { exists } from "./file.ts";
 import { pathToFileURL } from "node:url";
 import { isAbsolute, join, normalize, relative, resolve, sep } from "node:path";
 
@@ -146,15 +147,6 @@ export type RepoKind = "model" | "dataset";
 
 function repoFolder(kind: RepoKind, repo: string): string {
   return `${kind}s--${repo.split("/").join("--")}`;
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.stat(p); // follows symlinks: a dangling link counts as missing
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Reject repo paths that would leave the snapshot directory. */

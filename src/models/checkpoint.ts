@@ -8,6 +8,7 @@
 // (adapter_config.json + adapter_model.safetensors) or the adapters merged into the weights.
 
 import { dirname, join } from "node:path";
+import { exists, readJson } from "../io/file.ts";
 import { openTensors, type TensorReader } from "../io/reader.ts";
 import { resolveModel } from "../io/hub.ts";
 import { writeStateDict } from "../io/state_dict.ts";
@@ -30,31 +31,6 @@ import { SiqvlModel } from "./siqvl.ts";
 import { tensorToSafetensors } from "./tensor_bytes.ts";
 
 type Json = Record<string, unknown>;
-
-/** Read and parse a JSON file; a missing file or bad JSON is an error naming the path. */
-export async function readJson<T = Json>(path: string): Promise<T> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new Error(`missing ${path}`);
-    throw e;
-  }
-  try {
-    return JSON.parse(text) as T;
-  } catch (e) {
-    throw new Error(`${path}: invalid JSON (${(e as Error).message})`);
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function isDir(path: string): Promise<boolean> {
   try {

@@ -7,6 +7,7 @@
 
 import { join } from "node:path";
 import type { SiqvlProcessor } from "../data/processor.ts";
+import { exists } from "../io/file.ts";
 import { openTensors } from "../io/reader.ts";
 import { writeTorchBin } from "../io/torch_bin.ts";
 import { PROCESSOR_FILES, saveSiqvl } from "../models/checkpoint.ts";
@@ -36,15 +37,6 @@ export interface ExportInfo {
   genMaxNewTokens: number;
   /** Directory the tokenizer files come from (text model or stage-1 result). */
   tokenizerFrom: string;
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.stat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Tokenizer, chat template, processor, image-processor and generation configs into `dir`. */
