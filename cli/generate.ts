@@ -5,11 +5,9 @@
 import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/device.ts";
 import { preprocessBytes } from "../src/data/image_processor.ts";
-import { SiqvlProcessor } from "../src/data/processor.ts";
 import { generate } from "../src/infer/generate.ts";
-import { loadSiqvl } from "../src/models/checkpoint.ts";
+import { openSiqvl } from "../src/models/factory.ts";
 import { noGrad, Tensor } from "../src/tensor/tensor.ts";
-import { chatStopIds } from "../src/train/gen_eval.ts";
 
 const HELP = `Usage: deno run -A --unstable-webgpu cli/generate.ts --checkpoint DIR --image PATH|URL
          [--question TEXT] [flags]
@@ -103,18 +101,14 @@ export async function main(
   }
 
   const gpu = await Gpu.get();
-  const model = await loadSiqvl(gpu, v.checkpoint);
+  const { model, processor } = await openSiqvl(gpu, { checkpoint: v.checkpoint });
   try {
-    const processor = await SiqvlProcessor.fromPretrained(v.checkpoint, {
-      tokensPerImage: model.imageTokensPerImage,
-      imageSize: model.config.vision.imageSize,
-    });
     const px = await preprocessBytes(await readImageBytes(v.image), processor.image);
     const S = processor.image.size;
     const pixels = noGrad(() => Tensor.from(gpu, px, [1, 3, S, S], "f32"));
     const prompt = Array.from(processor.encodePrompt(question).inputIds);
     const tok = processor.tokenizer;
-    const stop = new Set(chatStopIds(processor));
+    const stop = new Set(processor.stopIds());
     const gen: number[] = [];
     let shown = "";
     const stream = () => {

@@ -224,6 +224,17 @@ export class SiqvlProcessor {
     return out;
   }
 
+  /** Ids that end a generated answer: the end-of-turn token and the tokenizer's EOS and
+   * `<|endoftext|>` where they exist. */
+  stopIds(): number[] {
+    const ids = new Set<number>([this.ids.endOfTurn]);
+    const eos = this.tokenizer.eosId;
+    if (eos !== undefined) ids.add(eos);
+    const eot = this.tokenizer.tokenToId("<|endoftext|>");
+    if (eot !== undefined) ids.add(eot);
+    return [...ids];
+  }
+
   /** Ids of a generation prompt: the conversation so far plus the assistant header. */
   encodePrompt(question: string, history: Turn[] = []): EncodedText {
     const conv: Conversation = { turns: [...history, { user: question }] };

@@ -50,16 +50,6 @@ export function normalizeAnswer(s: string): string {
   return s.trim().toLowerCase().replace(/^[\s"'.,;:!?()[\]]+|[\s"'.,;:!?()[\]]+$/g, "");
 }
 
-/** Stop ids for chat generation: <|im_end|> and the tokenizer's EOS/pad ids that exist. */
-export function chatStopIds(processor: SiqvlProcessor): number[] {
-  const ids = new Set<number>([processor.ids.endOfTurn]);
-  const eos = processor.tokenizer.eosId;
-  if (eos !== undefined) ids.add(eos);
-  const eot = processor.tokenizer.tokenToId("<|endoftext|>");
-  if (eot !== undefined) ids.add(eot);
-  return [...ids];
-}
-
 /** Answer every sample; returns the rows and the exact-match fraction. */
 export async function generationEval(
   model: SiqvlModel,
@@ -89,7 +79,7 @@ export async function generationEval(
           temperature: s.temperature > 0 ? s.temperature : undefined,
           numBeams: s.numBeams,
           repetitionPenalty: s.repetitionPenalty ?? 1,
-          stopTokenIds: chatStopIds(processor),
+          stopTokenIds: processor.stopIds(),
           padTokenId: processor.ids.pad,
           seed: (s.seed ?? 0) + i,
         });
