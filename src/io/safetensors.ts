@@ -270,6 +270,19 @@ export class SafetensorsReader implements TensorReader {
   }
 }
 
+/**
+ * Order tensors by element size, largest first (stable otherwise), as the reference writer does:
+ * the data buffer starts on an 8-byte boundary and every element size divides 8, so each
+ * tensor's offset is then a multiple of its own element size (zero-copy typed-array views and
+ * memory-mapped readers need that).
+ */
+export function alignByElementSize<T extends { dtype: StoredDType }>(plan: T[]): T[] {
+  const order = plan.map((t, i) => ({ t, i }));
+  order.sort((a, b) => DTYPE_SIZE[b.t.dtype] - DTYPE_SIZE[a.t.dtype] || a.i - b.i);
+  order.forEach((o, i) => (plan[i] = o.t));
+  return plan;
+}
+
 /** Options for {@link writeSafetensors}. */
 export interface WriteSafetensorsOptions {
   /** Order tensors by name instead of the given order (deterministic files). Default false. */
@@ -279,7 +292,7 @@ export interface WriteSafetensorsOptions {
 /**
  * Write tensors to a safetensors file atomically (temporary file + rename). The header carries
  * `metadata` as `__metadata__` and is space-padded so the data buffer starts at a multiple of
- * 8 bytes. Tensor bytes are written one tensor at a time, never concatenated in memory.
+ * 8 bytes; tensors are laid out by {@link alignByElementSize}. Tensor bytes are written one tensor at a time, never concatenated in memory.
  */
 export async function writeSafetensors(
   path: string,
@@ -292,6 +305,7 @@ export async function writeSafetensors(
     throw new Error(`tensor name "__metadata__" is reserved in safetensors (${path})`);
   }
   if (options.sortKeys) plan.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  alignByElementSize(plan);
   const header: Record<string, unknown> = {};
   if (metadata) {
     for (const [k, v] of Object.entries(metadata)) {

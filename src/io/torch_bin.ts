@@ -33,6 +33,12 @@ export const STORAGE_CLASS: Readonly<Partial<Record<StoredDType, string>>> = {
 /** Magic number the legacy (pre-1.6, non-zip) torch.save format pickles first. */
 export const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
 
+/**
+ * A view may materialise at most this many times its storage's bytes (plus 64 KiB): strides of 0
+ * or overlapping strides could otherwise turn a small file into an unbounded allocation.
+ */
+const MAX_VIEW_EXPANSION = 2;
+
 /** Largest data.pkl accepted (a state dict's pickle is a few hundred KB). */
 const MAX_PICKLE_BYTES = 256 * 1024 * 1024;
 
@@ -342,6 +348,14 @@ async function readStateDict(zip: ZipReader, path: string): Promise<Map<string, 
       throw new Error(`unsupported PyTorch checkpoint ${path}: value of "${k}" is not a tensor`);
     }
     const n = numelOf(v.shape);
+    const es = DTYPE_SIZE[v.storage.dtype];
+    if (n > v.storage.numel && n * es > MAX_VIEW_EXPANSION * v.storage.numel * es + 65536) {
+      throw new Error(
+        `unsupported PyTorch checkpoint ${path}: tensor "${k}" (shape [${v.shape.join(", ")}], ` +
+          `stride [${v.stride.join(", ")}]) would materialise ${n * es} bytes from a storage ` +
+          `of ${v.storage.numel * es} bytes (overlapping view); refused before allocating`,
+      );
+    }
     if (n > 0) {
       let last = v.offset;
       for (let i = 0; i < v.shape.length; i++) last += (v.shape[i] - 1) * v.stride[i];
@@ -449,9 +463,20 @@ const bufferIds = new (class {
   }
 })();
 
-/** The data.pkl bytes for tensors stored contiguously at offset 0 of their storage key. */
+/**
+ * The data.pkl bytes for tensors stored in their storage key: contiguously at offset 0 unless a
+ * tensor gives its own element `offset`, `stride` and storage `numel` (views, as tests build).
+ */
 export function buildStateDictPickle(
-  tensors: { name: string; dtype: StoredDType; shape: number[]; key: string }[],
+  tensors: {
+    name: string;
+    dtype: StoredDType;
+    shape: number[];
+    key: string;
+    offset?: number;
+    stride?: number[];
+    numel?: number;
+  }[],
 ): Uint8Array {
   const w = new PickleWriter();
   w.proto(2);
@@ -466,11 +491,12 @@ export function buildStateDictPickle(
       w.global("torch._utils", "_rebuild_tensor_v2").put();
       w.mark(); // args tuple (6 items)
       // persistent id tuple ("storage", torch.XStorage, key, "cpu", numel)
-      w.mark().str("storage").global("torch", cls).str(t.key).str("cpu").int(numelOf(t.shape));
+      const numel = t.numel ?? numelOf(t.shape);
+      w.mark().str("storage").global("torch", cls).str(t.key).str("cpu").int(numel);
       w.raw([0x74]).put().persId().put();
-      w.int(0); // storage offset
+      w.int(t.offset ?? 0); // storage offset
       w.intTuple(t.shape).put();
-      w.intTuple(contiguousStride(t.shape)).put();
+      w.intTuple(t.stride ?? contiguousStride(t.shape)).put();
       w.bool(false);
       w.global("collections", "OrderedDict").put().emptyTuple().reduce().put();
       w.raw([0x74]).put(); // TUPLE

@@ -37,6 +37,8 @@ export class ZipReader {
   readonly entries: ZipEntry[];
   #byName: Map<string, ZipEntry>;
   #file: RandomAccessFile;
+  /** Entries whose bytes matched their CRC-32 (each is checked once, on first read). */
+  #verified = new Set<string>();
 
   private constructor(file: RandomAccessFile, entries: ZipEntry[]) {
     this.path = file.path;
@@ -78,14 +80,42 @@ export class ZipReader {
         ),
       );
     }
-    return this.#file.read(e.dataOffset + start, length);
+    if (start === 0 && length === e.size) return this.read(name);
+    return this.verify(e).then(() => this.#file.read(e.dataOffset + start, length));
   }
 
-  /** Read a whole entry. */
-  read(name: string): Promise<Uint8Array> {
+  /** Read a whole entry, checking its CRC-32. */
+  async read(name: string): Promise<Uint8Array> {
     const e = this.#byName.get(name);
-    if (!e) return Promise.reject(new Error(`no entry "${name}" in ${this.path}`));
-    return this.#file.read(e.dataOffset, e.size);
+    if (!e) throw new Error(`no entry "${name}" in ${this.path}`);
+    const bytes = await this.#file.read(e.dataOffset, e.size);
+    this.#checkCrc(e, crc32(bytes));
+    return bytes;
+  }
+
+  /**
+   * Check an entry's CRC-32 against the central directory without keeping its bytes (read in
+   * bounded chunks). Done once per entry; partial reads call it first.
+   */
+  async verify(e: ZipEntry): Promise<void> {
+    if (this.#verified.has(e.name)) return;
+    const CHUNK = 1 << 24;
+    let crc = 0;
+    for (let at = 0; at < e.size; at += CHUNK) {
+      crc = crc32(await this.#file.read(e.dataOffset + at, Math.min(CHUNK, e.size - at)), crc);
+    }
+    this.#checkCrc(e, crc);
+  }
+
+  #checkCrc(e: ZipEntry, crc: number): void {
+    if (crc !== e.crc32) {
+      const hex = (v: number) => v.toString(16).padStart(8, "0");
+      throw new Error(
+        `corrupt zip entry "${e.name}" in ${this.path}: CRC-32 ${hex(crc)} does not match ` +
+          `the stored ${hex(e.crc32)} (damaged or truncated file)`,
+      );
+    }
+    this.#verified.add(e.name);
   }
 
   /** Close the file handle. */
