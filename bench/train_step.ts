@@ -8,7 +8,11 @@
 //
 //   deno run -A --unstable-webgpu bench/train_step.ts [--scale ci|real|both] [--steps 2]
 //       [--only stage1,lora,full] [--json out.json] [--md bench/RESULTS_train.md]
+//       [--profile] [--profile_json prefix]
 //
+// --profile: the last timed step runs under the profiler (src/gpu/profile.ts): tables per kernel
+// family, model part and kernel are printed, and the report is written to
+// <prefix>-<scale>-<config>.json (default prefix /tmp/siqvl-profile).
 // The first step of each configuration compiles its shaders and is reported separately; the
 // timed steps end with a readback (the GPU has finished). Peak bytes are the buffer pool's peak
 // during the timed steps (weights + optimizer state + activations + gradients).
@@ -32,6 +36,16 @@ import { writeRandomText, writeRandomVision } from "../src/train/tiny_models.ts"
 import { DEMO_CONFIG, prepareDemoModels } from "../src/train/demo.ts";
 import { LORA_TARGETS } from "../src/models/qwen2.ts";
 import { TextTokenizer } from "../src/data/tokenizer.ts";
+import {
+  formatProfile,
+  instrumentMethod,
+  instrumentParts,
+  peakRssBytes,
+  SIQVL_PART_METHODS,
+  siqvlPart,
+  startProfile,
+  stopProfile,
+} from "../src/gpu/profile.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -42,6 +56,8 @@ const { values } = parseArgs({
     json: { type: "string" },
     md: { type: "string" },
     dir: { type: "string" },
+    profile: { type: "boolean", default: false },
+    profile_json: { type: "string", default: "/tmp/siqvl-profile" },
   },
   strict: true,
 });
@@ -62,6 +78,8 @@ interface Row {
   stepSec: number;
   tokensPerSec: number;
   peakBytes: number;
+  /** Process peak RSS (VmHWM) after the configuration ran. */
+  peakRssBytes: number;
   loss: number;
   dispatches?: number;
   error?: string;
@@ -201,6 +219,7 @@ async function bench(
     stepSec: NaN,
     tokensPerSec: NaN,
     peakBytes: NaN,
+    peakRssBytes: NaN,
     loss: NaN,
   };
   let model: SiqvlModel | null = null;
@@ -245,6 +264,21 @@ async function bench(
     row.tokensPerSec = row.tokens / row.stepSec;
     row.peakBytes = gpu.memory().peak;
     row.loss = stats[stats.length - 1].loss;
+    if (values.profile) {
+      const undo = [
+        instrumentParts(model, siqvlPart, SIQVL_PART_METHODS),
+        instrumentMethod(opt, "update", "optimizer"),
+      ];
+      await startProfile(gpu);
+      await runner.run(2 + STEPS, [mb], 1e-5);
+      await runner.drain();
+      const report = await stopProfile(gpu);
+      undo.forEach((f) => f());
+      console.log(`\n${scale} ${config}, one profiled step:\n${formatProfile(report)}\n`);
+      const file = `${values.profile_json}-${scale}-${config}.json`;
+      await Deno.writeTextFile(file, JSON.stringify(report, null, 2));
+      console.log(`profile written to ${file}`);
+    }
   } catch (e) {
     row.error = (e as Error).message.split("\n")[0].slice(0, 160);
   } finally {
@@ -252,6 +286,7 @@ async function bench(
     opt?.dispose();
     model?.dispose();
   }
+  row.peakRssBytes = peakRssBytes();
   const fmt = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "–");
   console.log(
     `${scale} ${config}: ${
@@ -260,7 +295,7 @@ async function bench(
         : `first step ${fmt(row.firstStepSec)} s, step ${fmt(row.stepSec, 3)} s ` +
           `(${row.dispatches} dispatches), ${fmt(row.tokensPerSec, 1)} tok/s, peak ${
             (row.peakBytes / 2 ** 20).toFixed(0)
-          } MiB, ` +
+          } MiB (process peak RSS ${(row.peakRssBytes / 2 ** 20).toFixed(0)} MiB), ` +
           `loss ${fmt(row.loss, 4)}`
     }`,
   );
@@ -291,14 +326,16 @@ if (values.md) {
   const mib = (b: number) => (Number.isFinite(b) ? (b / 2 ** 20).toFixed(0) : "–");
   const f = (x: number, d: number) => (Number.isFinite(x) ? x.toFixed(d) : "–");
   const lines = [
-    "| scale | config | params | trainable | tokens/step | first step (s, incl. compile) | step (s) | tokens/s | peak GPU MiB | note |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "| scale | config | params | trainable | tokens/step | first step (s, incl. compile) | step (s) | tokens/s | peak GPU MiB | peak RSS MiB | note |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
     ...rows.map((r) =>
       `| ${r.scale} | ${r.config} | ${(r.params / 1e6).toFixed(1)}M | ${
         (r.trainable / 1e6).toFixed(2)
       }M | ` +
       `${r.tokens} | ${f(r.firstStepSec, 1)} | ${f(r.stepSec, 2)} | ${f(r.tokensPerSec, 1)} | ` +
-      `${mib(r.peakBytes)} | ${r.error ? `failed: ${r.error.replace(/\|/g, "/")}` : ""} |`
+      `${mib(r.peakBytes)} | ${mib(r.peakRssBytes)} | ${
+        r.error ? `failed: ${r.error.replace(/\|/g, "/")}` : ""
+      } |`
     ),
   ];
   console.log(lines.join("\n"));

@@ -9,6 +9,7 @@
 
 import { BufferPool, type PoolStats } from "./pool.ts";
 import { loadShaderSources, SHADER_FILES } from "./shaders.ts";
+import { activeProfiler, bindingBytes, type Profiler } from "./profile.ts";
 
 /** Dispatches recorded before a batch is submitted. */
 export const MAX_BATCH = 1024;
@@ -99,6 +100,13 @@ export class Gpu {
   #batchCount = 0;
   #afterSubmit: GPUBuffer[] = [];
   #error: GPUError | null = null;
+  // Profiling (src/gpu/profile.ts): timestamp query set, its resolve buffer, and this batch's
+  // timed kernels and the copies recorded between them.
+  #querySet: GPUQuerySet | null = null;
+  #resolveBuf: GPUBuffer | null = null;
+  #timed: ReturnType<Profiler["add"]>[] = [];
+  #untimed: ReturnType<Profiler["add"]>[] = [];
+  #gaps = new Map<number, ReturnType<Profiler["add"]>[]>();
   /** Dispatches recorded since creation (for benchmarks and tests). */
   dispatches = 0;
   /** Batches submitted since creation. */
@@ -339,7 +347,8 @@ export class Gpu {
       if (g > MAX_WG_DIM) throw new Error(`${d.shader}.${d.entry}: grid dimension ${g} > 65535`);
     }
     if (grid[0] * grid[1] * grid[2] === 0) return;
-    const pass = this.#beginPass();
+    const prof = activeProfiler();
+    const pass = prof ? this.#profiledPass(prof, d) : this.#beginPass();
     pass.setPipeline(pipe);
     pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
@@ -347,10 +356,104 @@ export class Gpu {
     this.dispatches++;
   }
 
+  // Profiling: each dispatch in its own pass with timestamps at its beginning and end (or, without
+  // timestamp queries, in the shared pass, its time estimated at flush).
+  #profiledPass(prof: Profiler, d: Dispatch): GPUComputePassEncoder {
+    let bytes = 0;
+    for (const b of d.bindings) if (b) bytes += bindingBytes(b);
+    const rec = prof.add("kernel", d.shader, `${d.shader}.${d.entry}`, bytes);
+    if (!this.features.timestampQuery) {
+      this.#untimed.push(rec);
+      return this.#beginPass();
+    }
+    if (!this.#querySet) {
+      this.#querySet = this.device.createQuerySet({ type: "timestamp", count: 2 * MAX_BATCH });
+      this.#resolveBuf = this.device.createBuffer({
+        size: 16 * MAX_BATCH,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+        label: "timestamps",
+      });
+    }
+    const enc = this.#endPass();
+    const i = this.#timed.length;
+    this.#timed.push(rec);
+    this.#pass = enc.beginComputePass({
+      timestampWrites: {
+        querySet: this.#querySet,
+        beginningOfPassWriteIndex: 2 * i,
+        endOfPassWriteIndex: 2 * i + 1,
+      },
+    });
+    return this.#pass;
+  }
+
+  // Profiling: a copy recorded now is charged the gap before the next timed pass.
+  #profileCopy(kind: "copy" | "upload", family: string, bytes: number): void {
+    const prof = activeProfiler();
+    if (!prof) return;
+    const rec = prof.add(kind, family, `${family}.${kind}`, bytes);
+    if (!this.features.timestampQuery) {
+      this.#untimed.push(rec);
+      return;
+    }
+    const i = this.#timed.length;
+    let list = this.#gaps.get(i);
+    if (!list) this.#gaps.set(i, list = []);
+    list.push(rec);
+  }
+
+  // Profiling at submit: resolve this batch's timestamps (or time the batch) asynchronously.
+  #profileSubmit(enc: GPUCommandEncoder): (() => void) | null {
+    const prof = activeProfiler();
+    const timed = this.#timed, gaps = this.#gaps, untimed = this.#untimed;
+    this.#timed = [];
+    this.#gaps = new Map();
+    this.#untimed = [];
+    if (!prof) return null;
+    if (timed.length > 0) {
+      const n = timed.length;
+      const read = this.device.createBuffer({
+        size: 16 * n,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+        label: "timestamps readback",
+      });
+      enc.resolveQuerySet(this.#querySet!, 0, 2 * n, this.#resolveBuf!, 0);
+      enc.copyBufferToBuffer(this.#resolveBuf!, 0, read, 0, 16 * n);
+      return () => {
+        prof.pending.push(
+          read.mapAsync(GPUMapMode.READ).then(() => {
+            const ts = new BigUint64Array(read.getMappedRange());
+            for (let i = 0; i < n; i++) timed[i].ns = Number(ts[2 * i + 1] - ts[2 * i]);
+            for (const [i, recs] of gaps) {
+              if (i === 0 || i >= n) continue; // before the first / after the last pass: untimed
+              const gap = Math.max(0, Number(ts[2 * i] - ts[2 * i - 1]));
+              const total = recs.reduce((s, r) => s + r.bytes, 0) || recs.length;
+              for (const r of recs) r.ns = (gap * (r.bytes || 1)) / total;
+            }
+            read.unmap();
+            read.destroy();
+          }),
+        );
+      };
+    }
+    if (untimed.length === 0) return null;
+    const t0 = performance.now();
+    return () => {
+      prof.pending.push(
+        this.device.queue.onSubmittedWorkDone().then(() => {
+          const ns = (performance.now() - t0) * 1e6;
+          const total = untimed.reduce((s, r) => s + r.bytes, 0) || untimed.length;
+          for (const r of untimed) r.ns = (ns * (r.bytes || 1)) / total;
+        }),
+      );
+    };
+  }
+
   /** Record a buffer-to-buffer copy into the current batch. */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
     if (size === 0) return;
     this.#endPass().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
+    this.#profileCopy("copy", "buffer copy", size);
   }
 
   /** Record a buffer-to-texture copy into the current batch. */
@@ -360,6 +463,12 @@ export class Gpu {
     size: GPUExtent3D,
   ): void {
     this.#endPass().copyBufferToTexture(src, dst, size);
+    if (activeProfiler()) {
+      const [w, h, d] = Array.isArray(size)
+        ? [size[0], size[1] ?? 1, size[2] ?? 1]
+        : [(size as GPUExtent3DDict).width, (size as GPUExtent3DDict).height ?? 1, 1];
+      this.#profileCopy("copy", "texture staging", w * h * d * 16);
+    }
   }
 
   /** Write CPU data into a buffer, ordered after every command recorded so far. */
@@ -367,6 +476,7 @@ export class Gpu {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     const size = Math.ceil(bytes.byteLength / 4) * 4;
     if (size === 0) return;
+    this.#profileCopy("upload", "upload", size);
     if (!this.#encoder) {
       // Nothing pending: the queue's own write is ordered correctly and cheapest.
       if (size === bytes.byteLength) {
@@ -406,7 +516,9 @@ export class Gpu {
         this.#batchCount * UNIFORM_SLOT,
       );
     }
+    const afterProfile = this.#profileSubmit(this.#encoder);
     this.device.queue.submit([this.#encoder.finish()]);
+    afterProfile?.();
     this.submits++;
     this.#encoder = null;
     this.#batchCount = 0;
@@ -442,6 +554,7 @@ export class Gpu {
 
   /** Read `size` bytes at `offset` of a buffer after all recorded work (flushes). */
   async read(src: GPUBuffer, offset: number, size: number): Promise<ArrayBuffer> {
+    activeProfiler()?.add("readback", "readback", "readback", size);
     this.flush();
     const out = await this.#readRaw(src, offset, size);
     this.#throwPending();

@@ -11,6 +11,7 @@
 
 import { enableGrad, keep, newNodeId, noGrad, setBackwardImpl, Tensor, tidy } from "./tensor.ts";
 import { addInPlace, fill } from "./ops/elementwise.ts";
+import { currentPart, profileBackward } from "../gpu/profile.ts";
 
 function releaseNode(t: Tensor): void {
   const n = t.node;
@@ -87,7 +88,7 @@ export function backwardFrom(outputs: Tensor[], grads: Tensor[]): void {
         releaseNode(t);
         continue;
       }
-      const gi = node.backward(g);
+      const gi = profileBackward(node.part, () => node.backward(g));
       g.dispose();
       node.inputs.forEach((inp, k) => {
         const gk = gi[k];
@@ -156,6 +157,7 @@ export function checkpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[]): T
   result.node = {
     id: newNodeId(),
     name: "checkpoint",
+    part: currentPart(),
     inputs,
     saved,
     backward: (g) => {

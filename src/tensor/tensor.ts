@@ -9,6 +9,7 @@
 // shaders; all arithmetic accumulates in f32.
 
 import type { Gpu } from "../gpu/device.ts";
+import { currentPart } from "../gpu/profile.ts";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "./half.ts";
 
 /** Element types a tensor can hold. */
@@ -55,6 +56,8 @@ export interface Node {
   backward: (gradOut: Tensor) => (Tensor | null | undefined)[];
   /** Storages kept alive for backward; released once it has run. */
   saved: Storage[];
+  /** Model part it was recorded in, while profiling (src/gpu/profile.ts). */
+  part?: string;
 }
 
 // ---- scopes: tensors created inside tidy() are disposed at its end unless returned/kept ----
@@ -171,7 +174,7 @@ export function record(
     return t.storage;
   });
   out.requiresGrad = true;
-  out.node = { id: nextNodeId++, name, inputs, backward, saved };
+  out.node = { id: nextNodeId++, name, inputs, backward, saved, part: currentPart() };
   return out;
 }
 

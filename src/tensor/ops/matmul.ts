@@ -31,6 +31,7 @@
 // times can be pinned (pinMatmulWeight) so it is staged only once.
 
 import type { Gpu } from "../../gpu/device.ts";
+import { registerViewBytes } from "../../gpu/profile.ts";
 import { DTYPE_BYTES, record, type Storage, Tensor } from "../tensor.ts";
 import { sumRows } from "./elementwise.ts";
 
@@ -181,6 +182,7 @@ function acquireTexture(gpu: Gpu, format: TexFormat, width: number, rows: number
       GPUTextureUsage.COPY_DST,
   });
   const v = tex.createView({ dimension: "2d-array" });
+  registerViewBytes(v, width * height * layers * 16);
   return { tex, view: v, key, bytes: width * height * layers * 16 };
 }
 
