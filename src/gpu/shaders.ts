@@ -16,6 +16,7 @@ export const SHADER_FILES: readonly string[] = [
   "patchify",
   "pixel_shuffle",
   "rope",
+  "seq_logprob",
   "softmax",
 ];
 

@@ -11,3 +11,4 @@ export * from "./ops/embedding.ts";
 export * from "./ops/optim.ts";
 export * from "./ops/attention.ts";
 export * from "./ops/linear_ce.ts";
+export * from "./ops/seq_logprob.ts";
