@@ -126,6 +126,7 @@ export const CONTRACTIONS: Record<VqaProfile, ReadonlyMap<string, string>> = {
 
 /** Python's str.split() with no argument: runs of whitespace, no empty pieces. */
 function pySplit(s: string): string[] {
+  // deno-lint-ignore no-control-regex -- Python counts \x1c–\x1f as whitespace
   return s.split(/[\s\x1c-\x1f]+/).filter((w) => w.length > 0);
 }
 
