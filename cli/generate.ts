@@ -3,8 +3,10 @@
 // is generated (KV-cache decoding; sampling, greedy or beam search).
 
 import { parseArgs } from "node:util";
-import { Gpu } from "../src/gpu/device.ts";
+import { announce } from "../src/gpu/announce.ts";
 import { preprocessBytes } from "../src/data/image_processor.ts";
+import { setMaxImagePixels } from "../src/data/image.ts";
+import { MissingFileError, readBounded, setReadLimitMiB } from "../src/io/file.ts";
 import { generate } from "../src/infer/generate.ts";
 import { openSiqvl } from "../src/models/factory.ts";
 import { noGrad, Tensor } from "../src/tensor/tensor.ts";
@@ -24,8 +26,10 @@ cli/train.ts, or an original SiQ-VL checkpoint), streaming the answer.
   --no_sample               greedy decoding instead of sampling
   --num_beams N             beam search (deterministic; needs --no_sample)
   --repetition_penalty R    HF-style penalty over prompt and answer tokens (default 1.0)
-  --seed N                  sampling seed (default 0)
-  --help`;
+  --seed N                  sampling seed, 0 … 2^32-1 (default 0)
+  --max_file_mb N           raise the size cap of files read (default 64 MiB for images)
+  --max_image_pixels N      raise the decoded image size limit (default 89478485)
+  -h, --help`;
 
 const OPTIONS = {
   checkpoint: { type: "string" },
@@ -39,7 +43,9 @@ const OPTIONS = {
   num_beams: { type: "string" },
   repetition_penalty: { type: "string" },
   seed: { type: "string" },
-  help: { type: "boolean" },
+  max_file_mb: { type: "string" },
+  max_image_pixels: { type: "string" },
+  help: { type: "boolean", short: "h" },
 } as const;
 
 function num(name: string, v: string | undefined, def: number, check: (x: number) => boolean) {
@@ -59,10 +65,10 @@ export async function readImageBytes(src: string): Promise<Uint8Array> {
     return new Uint8Array(await res.arrayBuffer());
   }
   try {
-    return await Deno.readFile(src);
+    return await readBounded(src, "image");
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new Error(`--image ${src}: no such file`);
-    throw e;
+    if (e instanceof MissingFileError) throw new Error(`--image ${src}: no such file`);
+    throw new Error(`--image: ${(e as Error).message}`);
   }
 }
 
@@ -91,7 +97,12 @@ export async function main(
   const topP = num("top_p", v.top_p, 1, (x) => x > 0 && x <= 1);
   const beams = num("num_beams", v.num_beams, 1, (x) => Number.isInteger(x) && x >= 1);
   const penalty = num("repetition_penalty", v.repetition_penalty, 1, (x) => x > 0);
-  const seed = num("seed", v.seed, 0, (x) => Number.isInteger(x) && x >= 0);
+  const seed = num("seed", v.seed, 0, (x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff);
+  setReadLimitMiB(num("max_file_mb", v.max_file_mb, NaN, (x) => x > 0) || undefined);
+  setMaxImagePixels(
+    num("max_image_pixels", v.max_image_pixels, NaN, (x) => Number.isSafeInteger(x) && x > 0) ||
+      undefined,
+  );
   const sample = v.sample ?? true;
   if (beams > 1 && sample) {
     throw new Error("--num_beams > 1 is deterministic beam search: add --no_sample");
@@ -100,7 +111,7 @@ export async function main(
     throw new Error("--temperature/--top_k/--top_p need sampling (drop --no_sample)");
   }
 
-  const gpu = await Gpu.get();
+  const gpu = await announce();
   const { model, processor } = await openSiqvl(gpu, { checkpoint: v.checkpoint });
   try {
     const px = await preprocessBytes(await readImageBytes(v.image), processor.image);

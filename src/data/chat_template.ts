@@ -11,6 +11,7 @@
 
 import { Template } from "../deps.ts";
 import { join } from "node:path";
+import { readOptionalText } from "../io/file.ts";
 
 /** One chat message. `content` is plain text (image placeholders already spelled out). */
 export interface ChatMessage {
@@ -79,13 +80,8 @@ export function pickTemplate(value: unknown, where: string): string | undefined 
   throw new Error(`${where}: chat_template must be a string or a list of {name, template}`);
 }
 
-async function readOptional(path: string): Promise<string | undefined> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw e;
-  }
+function readOptional(path: string): Promise<string | undefined> {
+  return readOptionalText(path, "tokenizer");
 }
 
 /** Finds a checkpoint directory's chat template source, or undefined when it has none. */

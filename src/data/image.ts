@@ -49,8 +49,98 @@ export class ImageDecodeError extends Error {
 /** Formats {@link decodeImage} accepts. */
 export const DECODABLE_FORMATS: readonly ImageFormat[] = ["jpeg", "png", "gif"];
 
-/** Largest image (in pixels) the decoder will accept; bigger files are rejected as too large. */
+/** Largest image (in pixels) the decoder will accept by default; see {@link setMaxImagePixels}. */
 export const MAX_IMAGE_PIXELS = 89_478_485; // Pillow's decompression-bomb threshold.
+
+/** The flag that raises the pixel limit (CLIs parse it and call {@link setMaxImagePixels}). */
+export const MAX_PIXELS_FLAG = "--max_image_pixels";
+
+let maxPixels = MAX_IMAGE_PIXELS;
+
+/** Set the pixel limit (`undefined` restores {@link MAX_IMAGE_PIXELS}). */
+export function setMaxImagePixels(n: number | undefined): void {
+  if (n !== undefined && !(Number.isSafeInteger(n) && n > 0)) {
+    throw new Error(`${MAX_PIXELS_FLAG}: expected a positive integer, got ${n}`);
+  }
+  maxPixels = n ?? MAX_IMAGE_PIXELS;
+}
+
+/** The current pixel limit. */
+export function maxImagePixels(): number {
+  return maxPixels;
+}
+
+/**
+ * Width and height read from the container header without decoding: PNG IHDR, the JPEG start
+ * of frame (SOF0–SOF15, scanning marker segments), the GIF logical screen and its first image
+ * descriptor (the larger of the two). Undefined when the header is truncated or not found.
+ */
+export function headerSize(
+  bytes: Uint8Array,
+  format: ImageFormat = sniffImageFormat(bytes),
+): { width: number; height: number } | undefined {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const n = bytes.byteLength;
+  if (format === "png") {
+    // signature (8), chunk length (4), "IHDR" (4), width u32 BE, height u32 BE
+    if (n < 24) return undefined;
+    return { width: v.getUint32(16), height: v.getUint32(20) };
+  }
+  if (format === "gif") {
+    if (n < 10) return undefined;
+    let width = v.getUint16(6, true), height = v.getUint16(8, true);
+    // Skip the global colour table and extensions up to the first image descriptor.
+    let p = 13;
+    if (bytes[10] & 0x80) p += 3 << ((bytes[10] & 7) + 1);
+    while (p < n) {
+      if (bytes[p] === 0x2c && p + 9 < n) {
+        width = Math.max(width, v.getUint16(p + 1, true) + v.getUint16(p + 5, true));
+        height = Math.max(height, v.getUint16(p + 3, true) + v.getUint16(p + 7, true));
+        break;
+      }
+      if (bytes[p] !== 0x21) break;
+      p += 2; // extension introducer + label, then sub-blocks
+      while (p < n && bytes[p] !== 0) p += bytes[p] + 1;
+      p++;
+    }
+    return { width, height };
+  }
+  if (format === "jpeg") {
+    let p = 2;
+    while (p + 4 <= n) {
+      if (bytes[p] !== 0xff) return undefined;
+      const m = bytes[p + 1];
+      if (m === 0xff) {
+        p++; // fill byte
+        continue;
+      }
+      if (m === 0xd8 || m === 0x01 || (m >= 0xd0 && m <= 0xd7)) {
+        p += 2; // markers without a length
+        continue;
+      }
+      const len = v.getUint16(p + 2);
+      const isSof = m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc;
+      if (isSof) {
+        if (p + 9 > n) return undefined;
+        return { width: v.getUint16(p + 7), height: v.getUint16(p + 5) };
+      }
+      if (m === 0xda || len < 2) return undefined; // scan data before any frame header
+      p += 2 + len;
+    }
+  }
+  return undefined;
+}
+
+/** Throws the "too large" {@link ImageDecodeError} when `width × height` exceeds the limit. */
+export function checkImageSize(width: number, height: number, what = "image"): void {
+  if (width * height > maxPixels) {
+    throw new ImageDecodeError(
+      "too-large",
+      `${what} too large: ${width}×${height} > limit ${maxPixels} pixels ` +
+        `(raise with ${MAX_PIXELS_FLAG})`,
+    );
+  }
+}
 
 /** Identifies an encoded image by its leading bytes. */
 export function sniffImageFormat(bytes: Uint8Array): ImageFormat {
@@ -91,6 +181,8 @@ export async function decodeImage(bytes: Uint8Array): Promise<RgbImage> {
       `unsupported image format: ${what} (only JPEG, PNG and GIF are decoded)`,
     );
   }
+  const header = headerSize(bytes, format);
+  if (header) checkImageSize(header.width, header.height, `${format.toUpperCase()} image`);
   let rgba: Uint8Array | Uint8ClampedArray, width: number, height: number;
   try {
     const decoded = await decodeAny(bytes, true);
@@ -115,12 +207,7 @@ export async function decodeImage(bytes: Uint8Array): Promise<RgbImage> {
       `corrupt ${format.toUpperCase()} image: decoded size ${width}x${height}`,
     );
   }
-  if (width * height > MAX_IMAGE_PIXELS) {
-    throw new ImageDecodeError(
-      "too-large",
-      `image of ${width}x${height} pixels exceeds the ${MAX_IMAGE_PIXELS}-pixel limit`,
-    );
-  }
+  checkImageSize(width, height, `${format.toUpperCase()} image`);
   return rgbaOverWhite(rgba, width, height);
 }
 

@@ -10,7 +10,12 @@
  * @module
  */
 
-import { ImageDecodeError, type ImageErrorReason, type ImageSource } from "./image.ts";
+import {
+  ImageDecodeError,
+  type ImageErrorReason,
+  type ImageSource,
+  maxImagePixels,
+} from "./image.ts";
 import { type ImageProcessorConfig, preprocessBytes, preprocessRgb } from "./image_processor.ts";
 import type { ImageJob, ImageJobResult } from "./image_worker.ts";
 
@@ -82,9 +87,13 @@ export class ImagePool {
     for (let i = 1; i < this.size; i++) if (this.#load[i] < this.#load[w]) w = i;
     const id = this.#nextId++;
     // Copy before transferring: the caller keeps its sample intact.
-    const job: ImageJob = src instanceof Uint8Array
-      ? { id, cfg, bytes: src.slice() }
-      : { id, cfg, rgb: { width: src.width, height: src.height, data: src.data.slice() } };
+    const maxPixels = maxImagePixels(); // workers have their own module state
+    const job: ImageJob = src instanceof Uint8Array ? { id, cfg, maxPixels, bytes: src.slice() } : {
+      id,
+      cfg,
+      maxPixels,
+      rgb: { width: src.width, height: src.height, data: src.data.slice() },
+    };
     const transfer = [(job.bytes ?? job.rgb!.data).buffer as ArrayBuffer];
     return new Promise<Float32Array>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, worker: w });

@@ -10,13 +10,15 @@
 
 /// <reference lib="deno.worker" />
 
-import { ImageDecodeError, type RgbImage } from "./image.ts";
+import { ImageDecodeError, type RgbImage, setMaxImagePixels } from "./image.ts";
 import { type ImageProcessorConfig, preprocessBytes, preprocessRgb } from "./image_processor.ts";
 
 /** A job posted to the worker. */
 export interface ImageJob {
   id: number;
   cfg: ImageProcessorConfig;
+  /** The main thread's pixel limit. */
+  maxPixels?: number;
   bytes?: Uint8Array;
   rgb?: RgbImage;
 }
@@ -31,6 +33,7 @@ export interface ImageJobResult {
 self.onmessage = async (ev: MessageEvent<ImageJob>) => {
   const job = ev.data;
   try {
+    setMaxImagePixels(job.maxPixels);
     const pixels = job.bytes
       ? await preprocessBytes(job.bytes, job.cfg)
       : preprocessRgb(job.rgb!, job.cfg);

@@ -29,6 +29,7 @@ import {
   parsePreprocessorConfig,
 } from "./image_processor.ts";
 import { TextTokenizer } from "./tokenizer.ts";
+import { parseJsonText, readOptionalText } from "../io/file.ts";
 
 /** Label value that the loss ignores. */
 export const IGNORE_INDEX = -100;
@@ -159,12 +160,9 @@ export class SiqvlProcessor {
   ): Promise<SiqvlProcessor> {
     const tokenizer = await TextTokenizer.fromDir(dir);
     const readJson = async (name: string): Promise<Record<string, unknown> | undefined> => {
-      try {
-        return JSON.parse(await Deno.readTextFile(join(dir, name)));
-      } catch (e) {
-        if (e instanceof Deno.errors.NotFound) return undefined;
-        throw new Error(`${name}: ${e instanceof Error ? e.message : e}`);
-      }
+      const path = join(dir, name);
+      const text = await readOptionalText(path, "config");
+      return text === undefined ? undefined : parseJsonText(text, path);
     };
     const proc = await readJson("processor_config.json");
     const pre = await readJson("preprocessor_config.json");

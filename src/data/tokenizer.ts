@@ -12,6 +12,7 @@
 
 import { Tokenizer } from "../deps.ts";
 import { join } from "node:path";
+import { parseJsonText, readOptionalText, readTextBounded } from "../io/file.ts";
 
 /** The parts of `tokenizer_config.json` this library reads (others are passed through). */
 export interface TokenizerConfig {
@@ -46,6 +47,46 @@ function isByteLevel(decoder: unknown): boolean {
   const d = decoder as { type?: string; decoders?: unknown[] };
   if (d.type === "ByteLevel") return true;
   return d.type === "Sequence" && (d.decoders ?? []).some(isByteLevel);
+}
+
+/** Checks the fields of the two tokenizer files this library relies on, naming file and field. */
+function checkTokenizerFiles(
+  tj: unknown,
+  tjPath: string,
+  cfg: unknown,
+  cfgPath: string,
+): void {
+  const isObj = (v: unknown): v is Record<string, unknown> =>
+    v !== null && typeof v === "object" && !Array.isArray(v);
+  if (!isObj(tj)) throw new Error(`${tjPath}: expected a JSON object`);
+  if (!isObj(tj.model)) throw new Error(`${tjPath}: field "model" must be an object`);
+  if (typeof tj.model.type !== "string") {
+    throw new Error(`${tjPath}: field "model.type" must be a string`);
+  }
+  if (tj.model.type === "BPE" && !isObj(tj.model.vocab)) {
+    throw new Error(`${tjPath}: field "model.vocab" must be an object of token → id`);
+  }
+  if (tj.added_tokens !== undefined) {
+    if (!Array.isArray(tj.added_tokens)) {
+      throw new Error(`${tjPath}: field "added_tokens" must be a list`);
+    }
+    tj.added_tokens.forEach((t, i) => {
+      if (!isObj(t) || !Number.isInteger(t.id) || (t.id as number) < 0) {
+        throw new Error(`${tjPath}: field "added_tokens[${i}].id" must be a non-negative integer`);
+      }
+      if (typeof t.content !== "string") {
+        throw new Error(`${tjPath}: field "added_tokens[${i}].content" must be a string`);
+      }
+    });
+  }
+  if (!isObj(cfg)) throw new Error(`${cfgPath}: expected a JSON object`);
+  for (const f of ["eos_token", "pad_token", "bos_token"]) {
+    const v = cfg[f];
+    if (v == null || typeof v === "string") continue;
+    if (!isObj(v) || typeof v.content !== "string") {
+      throw new Error(`${cfgPath}: field "${f}" must be a string or {content: string}`);
+    }
+  }
 }
 
 /** A loaded tokenizer with the special-token ids a VLM needs. */
@@ -93,16 +134,25 @@ export class TextTokenizer {
     this.padId = this.padToken === undefined ? undefined : this.tokenToId(this.padToken);
   }
 
-  /** Loads `<dir>/tokenizer.json` and (if present) `<dir>/tokenizer_config.json`. */
+  /**
+   * Loads `<dir>/tokenizer.json` and (if present) `<dir>/tokenizer_config.json` through the
+   * bounded reader; every error names the file (and the field, where one is at fault).
+   */
   static async fromDir(dir: string): Promise<TextTokenizer> {
-    const tj = JSON.parse(await Deno.readTextFile(join(dir, "tokenizer.json")));
-    let cfg: TokenizerConfig = {};
+    const tjPath = join(dir, "tokenizer.json");
+    const cfgPath = join(dir, "tokenizer_config.json");
+    const tj = parseJsonText<Record<string, unknown>>(
+      await readTextBounded(tjPath, "tokenizer"),
+      tjPath,
+    );
+    const cfgText = await readOptionalText(cfgPath, "tokenizer");
+    const cfg = cfgText === undefined ? {} : parseJsonText<TokenizerConfig>(cfgText, cfgPath);
+    checkTokenizerFiles(tj, tjPath, cfg, cfgPath);
     try {
-      cfg = JSON.parse(await Deno.readTextFile(join(dir, "tokenizer_config.json")));
+      return new TextTokenizer(tj, cfg);
     } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      throw new Error(`${tjPath}: ${(e as Error).message}`);
     }
-    return new TextTokenizer(tj, cfg);
   }
 
   /** Token ids of `text`; special tokens in the text are matched atomically. */

@@ -133,6 +133,12 @@ export async function atomicWrite(
   }
 }
 
+/** Write `value` as pretty JSON through {@link atomicWrite} (flushed, then renamed). */
+export async function writeJson(path: string, value: unknown): Promise<void> {
+  const bytes = new TextEncoder().encode(JSON.stringify(value, null, 2) + "\n");
+  await atomicWrite(path, (f) => writeAll(f, bytes));
+}
+
 /**
  * An operating-system write error (disk full, quota, read-only file system, permission) as an
  * error naming the file being written; other errors are returned unchanged.
@@ -358,12 +364,33 @@ export async function readTextBounded(
   return new TextDecoder().decode(await readBounded(path, kind, maxBytes));
 }
 
+/** {@link readTextBounded}, or undefined when the file does not exist. */
+export async function readOptionalText(
+  path: string,
+  kind: ReadKind,
+): Promise<string | undefined> {
+  try {
+    return await readTextBounded(path, kind);
+  } catch (e) {
+    if (e instanceof MissingFileError) return undefined;
+    throw e;
+  }
+}
+
+/** A file that does not exist (what {@link readBounded} throws for it). */
+export class MissingFileError extends Error {
+  constructor(readonly path: string) {
+    super(`missing ${path}`);
+    this.name = "MissingFileError";
+  }
+}
+
 async function statRegular(path: string, kind: ReadKind): Promise<Deno.FileInfo> {
   let st: Deno.FileInfo;
   try {
     st = await Deno.stat(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new Error(`missing ${path}`);
+    if (e instanceof Deno.errors.NotFound) throw new MissingFileError(path);
     throw new Error(`${kind} file ${path}: cannot stat (${(e as Error).message})`);
   }
   if (!st.isFile) {

@@ -15,7 +15,9 @@
  *
  * A row gives a sample with its first image and one turn (uniformly drawn per row and pass,
  * seeded; "first" for evaluation; or "all" turns). Rows with no image, no text, an empty answer
- * or a refusal answer (SiQ-VL's 16 phrases) are skipped and counted.
+ * or a refusal answer (SiQ-VL's 16 phrases) are skipped and counted; so is a row group that
+ * cannot be decoded (counted once, with shard, group and row range). A shard whose footer cannot
+ * be read is refused with its name.
  *
  * @module
  */
@@ -112,8 +114,12 @@ interface RowGroupCache {
   shard: number;
   start: number;
   end: number;
-  rows: ParquetRow[];
+  /** Undefined for a row group that could not be read (corrupt page or group). */
+  rows: ParquetRow[] | undefined;
 }
+
+/** A row, or the end of the unreadable row group it sits in (rows to skip). */
+type RowOrSkip = { row: ParquetRow } | { corruptUntil: number; detail: string };
 
 /** Streams one subset's shards row by row, one row group in memory at a time. */
 class SubsetReader {
@@ -166,28 +172,45 @@ class SubsetReader {
     return undefined;
   }
 
-  async row(c: Cursor): Promise<ParquetRow> {
+  /**
+   * The row at `c`, or — when its row group cannot be read (a corrupt page, bad compression,
+   * a truncated chunk) — where that group ends, so the caller skips the whole group. Only an
+   * unreadable footer (in {@link metadata}) refuses the shard.
+   */
+  async row(c: Cursor): Promise<RowOrSkip> {
     const hit = this.#cache;
-    if (hit && hit.shard === c.shard && c.row >= hit.start && c.row < hit.end) {
-      return hit.rows[c.row - hit.start];
-    }
     const md = await this.metadata(c.shard);
+    let why = "unreadable";
     let start = 0;
-    for (const g of md.row_groups) {
-      const end = start + Number(g.num_rows);
+    for (let gi = 0; gi < md.row_groups.length; gi++) {
+      const end = start + Number(md.row_groups[gi].num_rows);
       if (c.row < end) {
-        this.#cache = undefined; // release the previous group before reading the next
-        const rows = await parquetReadObjects({
-          file: this.#files[c.shard]!,
-          metadata: md,
-          columns: this.#columns,
-          rowStart: start,
-          rowEnd: end,
-          compressors,
-          utf8: false,
-        });
-        this.#cache = { shard: c.shard, start, end, rows };
-        return rows[c.row - start];
+        const detail = () =>
+          `${this.shards[c.shard].name} row group ${gi} (rows ${start}..${end - 1})`;
+        if (!(hit && hit.shard === c.shard && hit.start === start)) {
+          this.#cache = undefined; // release the previous group before reading the next
+          let rows: ParquetRow[] | undefined;
+          try {
+            rows = await parquetReadObjects({
+              file: this.#files[c.shard]!,
+              metadata: md,
+              columns: this.#columns,
+              rowStart: start,
+              rowEnd: end,
+              compressors,
+              utf8: false,
+            });
+            if (rows.length !== end - start) throw new Error(`${rows.length} rows decoded`);
+          } catch (e) {
+            rows = undefined;
+            why = (e as Error).message;
+          }
+          this.#cache = { shard: c.shard, start, end, rows };
+        }
+        const rows = this.#cache!.rows;
+        return rows
+          ? { row: rows[c.row - start] }
+          : { corruptUntil: end, detail: `${detail()}: ${why}` };
       }
       start = end;
     }
@@ -260,13 +283,19 @@ export class FineVisionDataset implements Dataset {
       const settled = await reader.settle(this.#cursors[s]);
       if (!settled) throw new Error(`finevision: subset "${reader.name}" has no rows`);
       const at = settled.cursor;
-      const row = await reader.row(at);
-      // Advance: the next row, or the first row again once the subset has been used up.
-      const after = await reader.settle({ shard: at.shard, row: at.row + 1 });
+      const got = await reader.row(at);
+      // Advance: the next row (past a corrupt row group at once), or the first row again once
+      // the subset has been used up. A resumed run reaches the same group and skips it the same.
+      const next = "row" in got ? at.row + 1 : got.corruptUntil;
+      const after = await reader.settle({ shard: at.shard, row: next });
       this.#cursors[s] = after!.cursor;
       if (after!.wrapped) this.#exhausted[s] = true;
+      if (!("row" in got)) {
+        this.skips.add("corrupt row group", got.detail);
+        continue;
+      }
       const id = `finevision:${reader.shards[at.shard].name}#${at.row}`;
-      const sample = this.#toSample(row, id, reader.name, s, at);
+      const sample = this.#toSample(got.row, id, reader.name, s, at);
       if (sample) return sample;
     }
     return undefined;

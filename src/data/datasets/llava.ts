@@ -4,14 +4,22 @@
  * {"from": "gpt", "value": "…"}, …] }` with the images in a folder.
  *
  * Human/gpt messages are paired into turns (a leading system message is ignored). Records without
- * an image, with an empty or malformed conversation, or whose image file is missing are skipped
- * and counted. The order is a seeded permutation of the records (or file order with
+ * an image, with an empty or malformed conversation, whose image file is missing, unreadable or
+ * over the size cap, or whose image path leads outside the image folder (absolute, `..`, a link
+ * out; allowed with `allowOutside`) are skipped and counted. The order is a seeded permutation of the records (or file order with
  * `shuffle: false`), identical in every pass.
  *
  * @module
  */
 
-import { isAbsolute, join } from "node:path";
+import { join } from "node:path";
+import {
+  jsonErrorOffset,
+  parseJsonText,
+  readBounded,
+  readTextBounded,
+  resolveInside,
+} from "../../io/file.ts";
 import { permutation, randInt } from "../rng.ts";
 import {
   type Dataset,
@@ -36,6 +44,11 @@ export interface LlavaOptions {
   shuffle?: boolean;
   /** Default "all" (every turn is trained). */
   turns?: TurnSelection;
+  /**
+   * Allow image paths outside `imageDir` (absolute, `..`, links leading out). Default false:
+   * such records are skipped and counted as "outside the folder".
+   */
+  allowOutside?: boolean;
 }
 
 interface Record {
@@ -76,6 +89,7 @@ export class LlavaDataset implements Dataset {
   readonly #imageDir: string;
   readonly #seed: number;
   readonly #turns: TurnSelection;
+  readonly #allowOutside: boolean;
   #pos = 0;
   #epoch = 0;
 
@@ -90,6 +104,7 @@ export class LlavaDataset implements Dataset {
     this.#imageDir = opts.imageDir;
     this.#seed = opts.seed ?? 0;
     this.#turns = opts.turns ?? "all";
+    this.#allowOutside = opts.allowOutside ?? false;
     this.#order = opts.shuffle === false
       ? Uint32Array.from(records.keys())
       : permutation(records.length, this.#seed);
@@ -98,11 +113,11 @@ export class LlavaDataset implements Dataset {
 
   /** Reads and validates the records (images are read lazily, one per sample). */
   static async load(opts: LlavaOptions): Promise<LlavaDataset> {
-    const text = await Deno.readTextFile(opts.file);
+    const text = await readTextBounded(opts.file, "dataset");
     let raw: unknown[];
     const trimmed = text.trimStart();
     if (trimmed.startsWith("[")) {
-      raw = JSON.parse(text);
+      raw = parseJsonText<unknown[]>(text, opts.file);
     } else {
       raw = [];
       text.split("\n").forEach((line, i) => {
@@ -110,7 +125,10 @@ export class LlavaDataset implements Dataset {
         try {
           raw.push(JSON.parse(line));
         } catch (e) {
-          throw new Error(`${opts.file}:${i + 1}: bad JSON line: ${(e as Error).message}`);
+          const col = jsonErrorOffset(line) + 1;
+          throw new Error(
+            `${opts.file}:${i + 1}:${col}: bad JSON line: ${(e as Error).message}`,
+          );
         }
       });
     }
@@ -146,15 +164,23 @@ export class LlavaDataset implements Dataset {
     while (this.#pos < this.#order.length) {
       const index = this.#order[this.#pos++];
       const rec = this.#records[index];
-      const path = isAbsolute(rec.image) ? rec.image : join(this.#imageDir, rec.image);
+      const at = await resolveInside(this.#imageDir, rec.image, this.#allowOutside);
+      if ("refused" in at) {
+        this.skips.add("outside the folder", `${rec.id}: ${at.refused}`);
+        continue;
+      }
+      const path = at.path;
       let bytes: Uint8Array;
       try {
-        bytes = await Deno.readFile(path);
+        bytes = await readBounded(path, "image");
       } catch (e) {
-        const why = e instanceof Deno.errors.NotFound
+        const msg = (e as Error).message;
+        const why = /^missing /.test(msg)
           ? "image file missing"
+          : /too large/.test(msg)
+          ? "too large"
           : "image file unreadable";
-        this.skips.add(why, path);
+        this.skips.add(why, why === "image file missing" ? path : msg);
         continue;
       }
       let turns = rec.turns;
