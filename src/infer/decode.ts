@@ -10,6 +10,7 @@ import { gatherRows, noGrad, Tensor, tidy } from "../tensor/mod.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
 import { KVCache } from "./kv_cache.ts";
 import type { SamplingOptions } from "./sampling.ts";
+import { assertFiniteLogits } from "./finite_logits.ts";
 
 /** Generation settings. */
 export interface GenerateOptions extends SamplingOptions {
@@ -133,7 +134,15 @@ export async function prefill(
   cache.advance(t);
   const logits = await logitsT.readF32();
   logitsT.dispose();
-  return { state: { cache, keyMask, mask, promptLens: lens, paddedLen: t }, logits };
+  const state = { cache, keyMask, mask, promptLens: lens, paddedLen: t };
+  try {
+    const withImage = input.pixelValues !== undefined;
+    assertFiniteLogits(logits, { phase: "prefill", vocab: logits.length / b, withImage });
+  } catch (e) {
+    disposeState(state);
+    throw e;
+  }
+  return { state, logits };
 }
 
 /** hidden [B, T, H] → logits of the last position [B, V]. */
@@ -169,6 +178,8 @@ export async function decodeStep(
   state.cache.advance(1);
   const logits = await logitsT.readF32();
   logitsT.dispose();
+  const vocab = logits.length / b;
+  assertFiniteLogits(logits, { phase: `decode step ${step}`, vocab, withImage: false });
   return logits;
 }
 
