@@ -7,6 +7,7 @@
 import { parseArgs } from "node:util";
 import { runDemo } from "../src/train/demo.ts";
 import { trainFromArgv } from "./train.ts";
+import { announce } from "../src/gpu/announce.ts";
 
 if (import.meta.main) {
   try {
@@ -23,6 +24,7 @@ if (import.meta.main) {
       );
       Deno.exit(0);
     }
+    await announce();
     const out = values.output_dir ?? "./out/demo";
     await runDemo(out, (argv, keepModel) => trainFromArgv(argv, { keepModel }));
   } catch (e) {

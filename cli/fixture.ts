@@ -6,6 +6,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { Gpu } from "../src/gpu/device.ts";
+import { announce } from "../src/gpu/announce.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
 import type { TensorData } from "../src/io/tensor_input.ts";
 import {
@@ -34,7 +35,7 @@ if (values.help || positionals.length !== 2) {
 }
 const [dir, outPath] = positionals;
 const gpu = await Gpu.get();
-console.log(`device: ${gpu.describe()}`);
+await announce(gpu);
 const t0 = performance.now();
 const out = await runFixture(gpu, dir, values.sections?.split(",").map((s) => s.trim()));
 console.log(`computed ${out.size} tensors in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

@@ -6,6 +6,7 @@ import { applyPreset, presetValues } from "../src/train/stages.ts";
 import { finalizeArgs, parseTrainArgs, trainHelp } from "../src/train/args.ts";
 import { type RunOptions, type RunResult, runTraining } from "../src/train/run.ts";
 import { Gpu } from "../src/gpu/device.ts";
+import { announce } from "../src/gpu/announce.ts";
 import type { TrainArgs } from "../src/train/args.ts";
 
 /** Flags → validated TrainArgs (a preset, when named, fills the flags not given). */
@@ -58,6 +59,7 @@ export async function main(argv: string[]): Promise<number> {
     console.log(trainHelp());
     return 0;
   }
+  await announce();
   // SIQVL_KILL_AFTER_STEPS=n simulates a crash after n optimizer steps (tests of --resume):
   // the process ends at once, without a final save or any cleanup, exit status 137.
   let kill: number | undefined;

@@ -9,6 +9,7 @@
 
 import { BufferPool, type PoolStats } from "./pool.ts";
 import { loadShaderSources, SHADER_FILES } from "./shaders.ts";
+import { requestSiqvlAdapter } from "./adapter.ts";
 import { activeProfiler, bindingBytes, type Profiler } from "./profile.ts";
 
 /** Dispatches recorded before a batch is submitted. */
@@ -86,6 +87,8 @@ export class Gpu {
   readonly pool: BufferPool;
   readonly adapterDescription: string;
   readonly isFallbackAdapter: boolean;
+  /** The wgpu backend the adapter came from ("Vulkan", "Metal", "D3D12"; see adapter.ts). */
+  readonly backend: string = "unknown";
 
   #sources: Map<string, string>;
   #modules = new Map<string, GPUShaderModule>();
@@ -166,14 +169,7 @@ export class Gpu {
           "in deno.json).",
       );
     }
-    const adapter = await nav.gpu.requestAdapter({ powerPreference: "high-performance" });
-    if (!adapter) {
-      throw new Error(
-        "No WebGPU adapter found. Install a Vulkan driver for your GPU, or Mesa's software " +
-          "rasteriser lavapipe where there is none (Debian/Ubuntu: " +
-          "`apt-get install mesa-vulkan-drivers libvulkan1`).",
-      );
-    }
+    const { adapter, backend } = await requestSiqvlAdapter(nav.gpu);
     const a = adapter.limits;
     const requiredFeatures: GPUFeatureName[] = [];
     for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) {
@@ -195,6 +191,7 @@ export class Gpu {
     });
     const sources = await loadShaderSources(SHADER_FILES);
     const gpu = new Gpu(adapter, device, sources);
+    (gpu as { backend: string }).backend = backend;
     if (device.features.has("shader-f16")) {
       (gpu.features as { shaderF16: boolean }).shaderF16 = await gpu.#probeF16();
     }
@@ -204,7 +201,8 @@ export class Gpu {
   /** One line describing the adapter, limits and features (for logs). */
   describe(): string {
     const mib = (n: number) => `${Math.round(n / 2 ** 20)} MiB`;
-    return `${this.adapterDescription}${this.isFallbackAdapter ? " (software)" : ""}; ` +
+    const soft = this.isFallbackAdapter ? " (software)" : "";
+    return `${this.adapterDescription} [${this.backend}]${soft}; ` +
       `maxBufferSize ${mib(this.limits.maxBufferSize)}, binding ` +
       `${mib(this.limits.maxStorageBufferBindingSize)}, workgroup storage ` +
       `${this.limits.maxComputeWorkgroupStorageSize} B, storage buffers/stage ` +
