@@ -99,7 +99,7 @@ Deno.test(
   GPU_TEST,
   async () => {
     const g = await gpu();
-    const { setBindingLimitForTests } = await import("../src/tensor/ops/embedding.ts");
+    const { setBindingLimitForTests } = await import("../src/tensor/windows.ts");
     const { fillInPlace, scaleInPlace } = await import("../src/tensor/ops/elementwise.ts");
     const n = 10_001;
     const av = rand(n, 7), bv = rand(n, 8);
@@ -129,7 +129,7 @@ Deno.test(
 
 Deno.test("cast runs window by window past one binding", GPU_TEST, async () => {
   const g = await gpu();
-  const { setBindingLimitForTests } = await import("../src/tensor/ops/embedding.ts");
+  const { setBindingLimitForTests } = await import("../src/tensor/windows.ts");
   const n = 5_003;
   const v = rand(n, 9, 1e-2, 100);
   const a = Tensor.from(g, v, [n]);

@@ -12,6 +12,7 @@ import {
   roundBf16,
   roundF16,
   scale,
+  setBindingLimitForTests,
   Tensor,
   tidy,
 } from "../src/tensor/mod.ts";
@@ -168,6 +169,17 @@ Deno.test("linear_ce: f32 weights, awkward sizes, chunks and windows", GPU_TEST,
     [3, 17, 36],
     21,
   );
+});
+
+Deno.test("linear_ce: the shared binding-limit test hook windows W and dW", GPU_TEST, async () => {
+  // 8 KiB bindings: a bf16 W [300, 64] (38 KiB) and its f32 dW run through row windows without
+  // the windowBytes option.
+  setBindingLimitForTests(8_192);
+  try {
+    await checkAgainstReference("bf16", { N: 21, H: 64, V: 300 }, [{ chunk: 9 }], [2], 61);
+  } finally {
+    setBindingLimitForTests(null);
+  }
 });
 
 Deno.test("linear_ce: f16 and bf16 weights (dW in f32)", GPU_TEST, async () => {

@@ -11,6 +11,7 @@ import {
   pinMatmulWeight,
   roundBf16,
   roundF16,
+  setBindingLimitForTests,
   setMatmulTiles,
   Tensor,
   tidy,
@@ -384,5 +385,45 @@ Deno.test(
       for (const t of [a, b, y]) t.dispose();
     }
     trimMatmulCache(g);
+  },
+);
+
+Deno.test(
+  "matmul: small binding limit (test hook) — every window path, forward and gradients",
+  GPU_TEST,
+  async () => {
+    const g = await gpu();
+    // 2 KiB bindings: a [37, 45] f32 (6.7 KiB) is packed in row windows, its transposed and
+    // column views in contraction windows, and the [37, 50] output is written in row windows.
+    setBindingLimitForTests(2048);
+    try {
+      const cases: Case[] = [
+        { Z: 1, M: 37, K: 45, N: 50, bias: true },
+        { Z: 1, M: 37, K: 45, N: 50, transA: true, transB: true },
+        { Z: 2, M: 21, K: 30, N: 26, batchedB: true, transB: true },
+      ];
+      let seed = 900;
+      for (const c of cases) await check(g, c, seed += 10);
+      // Half weights through windows too (bf16 [60, 40] = 4.7 KiB).
+      const wv = rand(60 * 40, 990), xv = rand(5 * 40, 991);
+      const bits = new Uint16Array(wv.length);
+      for (let i = 0; i < wv.length; i++) bits[i] = f32ToBf16Bits(wv[i]);
+      const w = Tensor.fromBytes(g, new Uint8Array(bits.buffer), [60, 40], "bf16");
+      const x = Tensor.from(g, xv, [5, 40]);
+      const y = linear(x, w);
+      const want = new Float64Array(5 * 60);
+      for (let t = 0; t < 5; t++) {
+        for (let o = 0; o < 60; o++) {
+          let s = 0;
+          for (let k = 0; k < 40; k++) s += xv[t * 40 + k] * bf16BitsToF32(bits[o * 40 + k]);
+          want[t * 60 + o] = s;
+        }
+      }
+      assertClose(await y.read(), want, TOL.f32Reduce, "bf16 linear through windows");
+      for (const t of [w, x, y]) t.dispose();
+    } finally {
+      setBindingLimitForTests(null);
+      trimMatmulCache(g);
+    }
   },
 );

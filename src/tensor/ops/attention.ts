@@ -1,4 +1,4 @@
-// Fused scaled-dot-product attention (shaders/attention.wgsl) and softmax (shaders/softmax.wgsl).
+// Fused scaled-dot-product attention (shaders/attention.wgsl).
 //
 //   attention(q, k, v, {causal, keyMask?, qOffset?, scale?})
 //     q [B, T, Hq, D], k / v [B, S, Hkv, D] f32 → out [B, T, Hq, D]
@@ -8,7 +8,7 @@
 //     gradient). The forward keeps only logsumexp [B, Hq, T]; backward recomputes the
 //     probabilities block by block (no [T, S] tensor ever exists). With at most 8 query rows per
 //     kv head (decode) the forward splits the keys over many invocations and merges the parts.
-//   softmax(x)   x [..., N] f32 → softmax over the last dim, same shape (saves the output).
+//   softmax(x)   see softmax.ts.
 //   rope(x, positions, theta)   rotary position embedding, see rope.ts.
 
 import { type BindingLike, f32 } from "../../gpu/device.ts";
@@ -254,35 +254,5 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   return res;
 }
 
-// ---- softmax ----
-
-/** Rows longer than this use one workgroup per row (shaders/softmax.wgsl *_wide). */
-const SOFTMAX_WIDE = 1024;
-const SOFTMAX_WG = 64;
-
-function softmaxKernel(kind: "fwd" | "bwd", a: Tensor, b: Tensor | null, n: number): Tensor {
-  const rows = a.size / n;
-  const wide = n > SOFTMAX_WIDE;
-  const out = Tensor.empty(a.gpu, a.shape, "f32");
-  a.gpu.dispatch({
-    shader: "softmax",
-    entry: `${kind}_${wide ? "wide" : "rows"}`,
-    uniforms: [rows, n],
-    bindings: [a.binding(), b ? b.binding() : null, out.binding()],
-    workgroups: wide ? rows : Math.ceil(rows / SOFTMAX_WG),
-    label: `softmax ${kind}`,
-  });
-  return out;
-}
-
-/** Softmax over the last dim: x [..., N] f32 → same shape. */
-export function softmax(x: Tensor): Tensor {
-  if (x.dtype !== "f32" || x.ndim < 1) {
-    throw new Error(`softmax: expected an f32 tensor [..., N], got ${x.describe()}`);
-  }
-  const n = x.shape[x.ndim - 1];
-  if (n === 0) throw new Error(`softmax: empty last dim in ${x.describe()}`);
-  if (x.size === 0) return Tensor.empty(x.gpu, x.shape, "f32");
-  const y = softmaxKernel("fwd", x, null, n);
-  return record("softmax", y, [x], (g) => [softmaxKernel("bwd", y, g, n)], [y]);
-}
+// softmax() moved to its own op file (one per shader); re-exported for existing importers.
+export { softmax } from "./softmax.ts";

@@ -1,18 +1,17 @@
-// Pointwise ops, casts and reductions (shaders/elementwise.wgsl, shaders/cast.wgsl).
+// Pointwise ops and reductions (shaders/elementwise.wgsl). cast() lives in cast.ts.
 //
 //   add(a, b)       a: [..., M], b: same shape or [M] (broadcast over leading dims, e.g. a bias)
 //   mul(a, b)       same broadcasting as add
 //   sub(a, b)       same shapes
 //   scale(a, s)     s: number
-//   cast(a, dtype)  f32 <-> f16 / bf16 (no gradient through a cast to a half type)
 //   sum(a)          [] — sum of all elements
 //   sumRows(a, m)   [m] — sum over leading dims of a viewed as [rows, m]
 //   sumOfSquares(tensors)  [] — Σ Σ x², over a list of f32 tensors (global gradient norm²)
 // In-place (no autograd): addInPlace(a, b, s = 1): a += s·b; scaleInPlace(a, s); fill(...).
 
 import { f32, type Gpu } from "../../gpu/device.ts";
-import { type DType, DTYPE_BYTES, record, Tensor } from "../tensor.ts";
-import { flatWindows, maxBindingBytes } from "./embedding.ts";
+import { record, Tensor } from "../tensor.ts";
+import { flatWindows } from "../windows.ts";
 
 const WG = 256;
 const REDUCE_CHUNK = 256 * 16;
@@ -259,52 +258,5 @@ export function sumOfSquares(ts: Tensor[]): Tensor {
   return reduce("sumsq_partial", ts);
 }
 
-// Element windows for a cast between 4-byte and 2-byte storage: each window starts at an element
-// index that keeps both byte offsets aligned, so tensors past one binding convert piece by piece.
-function castWindows(a: Tensor, out: Tensor): { e0: number; n: number; src: Win; dst: Win }[] {
-  const align = a.gpu.limits.minStorageBufferOffsetAlignment;
-  const chunk = Math.floor(maxBindingBytes(a.gpu) / 4 / align) * align;
-  const win = (t: Tensor, e0: number, n: number): Win => {
-    const eb = DTYPE_BYTES[t.dtype];
-    return { buffer: t.storage.buffer, offset: e0 * eb, size: Math.ceil((n * eb) / 4) * 4 };
-  };
-  const res = [];
-  for (let e0 = 0; e0 < a.size; e0 += chunk) {
-    const n = Math.min(chunk, a.size - e0);
-    res.push({ e0, n, src: win(a, e0, n), dst: win(out, e0, n) });
-  }
-  return res;
-}
-type Win = { buffer: GPUBuffer; offset: number; size: number };
-
-/** Convert to another dtype (any size). Gradients flow through casts to f32 only. */
-export function cast(a: Tensor, dtype: DType): Tensor {
-  if (a.dtype === dtype) return a.view(a.shape);
-  const gpu = a.gpu;
-  const half = (d: DType) => d === "f16" || d === "bf16";
-  let out: Tensor;
-  if ((a.dtype === "f32" && half(dtype)) || (half(a.dtype) && dtype === "f32")) {
-    if (a.storage.refs <= 0) throw new Error(`cast of released tensor ${a.describe()}`);
-    out = Tensor.empty(gpu, a.shape, dtype);
-    const toHalf = dtype !== "f32";
-    const mode = (toHalf ? dtype : a.dtype) === "bf16" ? 1 : 0;
-    for (const w of castWindows(a, out)) {
-      gpu.dispatch({
-        shader: "cast",
-        entry: toHalf ? "to_half" : "to_f32",
-        uniforms: [w.n, mode],
-        bindings: [w.src, w.dst],
-        workgroups: Math.ceil((toHalf ? w.n / 2 : w.n) / WG),
-        label: `cast ${a.dtype}->${dtype}`,
-      });
-    }
-    return out;
-  }
-  if (half(a.dtype) && half(dtype)) {
-    const mid = cast(a, "f32");
-    out = cast(mid, dtype);
-    mid.dispose();
-    return out;
-  }
-  throw new Error(`cast: ${a.dtype} -> ${dtype} is not supported`);
-}
+// cast() moved to its own op file (one per shader); re-exported for existing importers.
+export { cast } from "./cast.ts";

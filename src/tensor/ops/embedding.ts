@@ -13,81 +13,14 @@
 //
 // Tensors larger than one storage binding (a 151936×896 f32 table is 544 MB; lavapipe binds at
 // most 128 MiB) are bound as row windows whose byte offsets are multiples of
-// minStorageBufferOffsetAlignment; every kernel runs once per window. rowWindows() is exported
-// for other ops that must do the same.
+// minStorageBufferOffsetAlignment (src/tensor/windows.ts); every kernel runs once per window.
 
 import type { Gpu } from "../../gpu/device.ts";
-import { DTYPE_BYTES, record, Tensor } from "../tensor.ts";
+import { record, Tensor } from "../tensor.ts";
+import { flatWindows, type RowWindow, rowWindows } from "../windows.ts";
 
 const WG = 256;
 const MODE: Record<string, number> = { f32: 0, f16: 1, bf16: 2 };
-
-let bindingLimitOverride: number | null = null;
-
-/**
- * Testing hook: pretend storage bindings hold at most `bytes` bytes (null restores the device
- * limit), so the row-window paths run on small tensors. Affects every windowed op.
- */
-export function setBindingLimitForTests(bytes: number | null): void {
-  if (bytes !== null && !(Number.isInteger(bytes) && bytes >= 256 && bytes % 4 === 0)) {
-    throw new Error(`setBindingLimitForTests: bad byte count ${bytes}`);
-  }
-  bindingLimitOverride = bytes;
-}
-
-/** The largest storage binding (bytes) windowed ops may use. */
-export function maxBindingBytes(gpu: Gpu): number {
-  return Math.min(bindingLimitOverride ?? Infinity, gpu.limits.maxStorageBufferBindingSize);
-}
-
-function gcd(a: number, b: number): number {
-  while (b) [a, b] = [b, a % b];
-  return a;
-}
-
-/** One window of rows [row0, row0 + rows) of a row-major tensor, and its storage binding. */
-export interface RowWindow {
-  row0: number;
-  rows: number;
-  binding: { buffer: GPUBuffer; offset: number; size: number };
-}
-
-/**
- * Split a tensor viewed as [size / rowElems, rowElems] into row windows that each fit one storage
- * binding, with offsets aligned to minStorageBufferOffsetAlignment (one window when it fits).
- */
-export function rowWindows(t: Tensor, rowElems: number): RowWindow[] {
-  if (!(Number.isInteger(rowElems) && rowElems > 0) || t.size % rowElems !== 0) {
-    throw new Error(`rowWindows: ${t.describe()} is not made of rows of ${rowElems}`);
-  }
-  if (t.storage.refs <= 0) {
-    throw new Error(`tensor ${t.describe()} was used after its storage was released`);
-  }
-  const gpu = t.gpu;
-  const total = t.size / rowElems;
-  const rowBytes = rowElems * DTYPE_BYTES[t.dtype];
-  const limit = maxBindingBytes(gpu);
-  const buffer = t.storage.buffer;
-  if (t.bytes <= limit) {
-    return [{ row0: 0, rows: total, binding: { buffer, offset: 0, size: Math.max(4, t.bytes) } }];
-  }
-  const align = gpu.limits.minStorageBufferOffsetAlignment;
-  const step = align / gcd(rowBytes, align); // rows per aligned offset step
-  const perWindow = Math.floor(Math.floor(limit / rowBytes) / step) * step;
-  if (perWindow === 0) {
-    throw new Error(
-      `${t.describe()}: ${step} row(s) of ${rowBytes} bytes exceed one storage binding (${limit})`,
-    );
-  }
-  const out: RowWindow[] = [];
-  for (let row0 = 0; row0 < total; row0 += perWindow) {
-    const rows = Math.min(perWindow, total - row0);
-    const offset = row0 * rowBytes;
-    const size = Math.min(Math.ceil((rows * rowBytes) / 4) * 4, t.bytes - offset);
-    out.push({ row0, rows, binding: { buffer, offset, size } });
-  }
-  return out;
-}
 
 // Uniform block of embedding.wgsl: n, h, row0, rows, vocab, mode.
 function dispatch(
@@ -118,42 +51,6 @@ function checkTable(op: string, t: Tensor): [number, number] {
   if (!(t.dtype in MODE)) throw new Error(`${op}: unsupported table dtype ${t.describe()}`);
   if (t.shape[1] === 0) throw new Error(`${op}: empty rows in ${t.describe()}`);
   return [t.shape[0], t.shape[1]];
-}
-
-/** One window of a flat tensor: elements [e0, e0 + n), bound whole 16-byte words. */
-export interface FlatWindow {
-  e0: number;
-  n: number;
-  binding: { buffer: GPUBuffer; offset: number; size: number };
-}
-
-/**
- * Split a 4-byte-element tensor into windows that fit one storage binding, for kernels that bind
- * it as array<vec4<…>>: offsets are multiples of 16 bytes and of the offset alignment, and each
- * binding is rounded up to whole 16-byte words (the padding lies inside the pooled buffer; such
- * kernels must not write lanes past `n`, or only to tensors they own entirely).
- */
-export function flatWindows(t: Tensor): FlatWindow[] {
-  if (DTYPE_BYTES[t.dtype] !== 4) throw new Error(`flatWindows: ${t.describe()} is not 4-byte`);
-  if (t.storage.refs <= 0) {
-    throw new Error(`tensor ${t.describe()} was used after its storage was released`);
-  }
-  const align = t.gpu.limits.minStorageBufferOffsetAlignment;
-  const quantum = (16 * align) / gcd(16, align);
-  const chunk = (Math.floor(maxBindingBytes(t.gpu) / quantum) * quantum) / 4; // elements
-  if (chunk === 0) throw new Error("flatWindows: storage bindings smaller than one window");
-  const buffer = t.storage.buffer;
-  const out: FlatWindow[] = [];
-  for (let e0 = 0; e0 < t.size; e0 += chunk) {
-    const n = Math.min(chunk, t.size - e0);
-    const offset = e0 * 4;
-    const size = Math.ceil(n / 4) * 16;
-    if (offset + size > buffer.size) {
-      throw new Error(`${t.describe()}: its buffer has no room for a 16-byte-padded binding`);
-    }
-    out.push({ e0, n, binding: { buffer, offset, size } });
-  }
-  return out;
 }
 
 /** A new f32 tensor of zeros, written window by window (any size). */

@@ -25,6 +25,7 @@
 
 import type { Gpu } from "../../gpu/device.ts";
 import { type DType, isGradEnabled, record, type Storage, Tensor } from "../tensor.ts";
+import { maxBindingBytes, splitRows } from "../windows.ts";
 
 const SHADER = "linear_ce";
 /** Tokens per logits / dh invocation (matches R in the shader). */
@@ -49,7 +50,10 @@ export interface LinearCEOptions {
   chunk?: number;
   /** Budget in bytes of the [chunk, V] f32 logits tile used with gradients (default 32 MiB). */
   tileBytes?: number;
-  /** Largest W / dW window in bytes (default: the device's storage binding limit). For tests. */
+  /**
+   * Largest W / dW window in bytes (default: the storage binding limit, maxBindingBytes in
+   * src/tensor/windows.ts, which setBindingLimitForTests lowers). For tests.
+   */
   windowBytes?: number;
 }
 
@@ -62,14 +66,10 @@ export interface CeWindow {
   size: number;
 }
 
-function gcd(a: number, b: number): number {
-  while (b) [a, b] = [b, a % b];
-  return a;
-}
-
 /**
  * Split V rows of `rowBytes` bytes into windows of at most `maxBytes`, each starting at a row that
- * is a multiple of 4 and at a byte offset that is a multiple of `align`.
+ * is a multiple of 4 and at a byte offset that is a multiple of `align` (splitRows in
+ * src/tensor/windows.ts).
  */
 export function linearCeWindows(
   V: number,
@@ -77,21 +77,16 @@ export function linearCeWindows(
   maxBytes: number,
   align: number,
 ): CeWindow[] {
-  const a = align / gcd(rowBytes, align); // rows between aligned offsets
-  const step = (4 * a) / gcd(4, a); // lcm(4, a)
-  const per = Math.floor(maxBytes / rowBytes / step) * step;
-  if (per < step) {
-    throw new Error(
-      `linearCrossEntropy: a window of ${maxBytes} bytes cannot hold ${step} rows of ${rowBytes} ` +
-        `bytes (offset alignment ${align})`,
-    );
+  try {
+    return splitRows(V, rowBytes, maxBytes, align, 4).map((r) => ({
+      v0: r.row0,
+      rows: r.rows,
+      offset: r.offset,
+      size: r.size,
+    }));
+  } catch (e) {
+    throw new Error(`linearCrossEntropy: ${(e as Error).message}`);
   }
-  const out: CeWindow[] = [];
-  for (let v0 = 0; v0 < V; v0 += per) {
-    const rows = Math.min(per, V - v0);
-    out.push({ v0, rows, offset: v0 * rowBytes, size: rows * rowBytes });
-  }
-  return out;
 }
 
 // Uniform block P of the shader, in field order.
@@ -212,7 +207,7 @@ export function linearCrossEntropy(
   const gpu = h.gpu;
   const lim = gpu.limits;
   const maxBind = lim.maxStorageBufferBindingSize;
-  const winBytes = Math.min(opts.windowBytes ?? maxBind, maxBind);
+  const winBytes = Math.min(opts.windowBytes ?? Infinity, maxBindingBytes(gpu));
   const tileBytes = opts.tileBytes ?? LINEAR_CE_TILE_BYTES;
   const align = lim.minStorageBufferOffsetAlignment;
   const h4 = H / 4;

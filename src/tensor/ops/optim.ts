@@ -12,7 +12,7 @@
 
 import { f32, type Gpu } from "../../gpu/device.ts";
 import { keep, noGrad, Tensor } from "../tensor.ts";
-import { flatWindows } from "./embedding.ts";
+import { flatWindows } from "../windows.ts";
 
 const WG = 256;
 /** vec4s updated by one invocation (optim.wgsl PER). */
