@@ -32,6 +32,8 @@ export interface ChoiceSpec {
   seed: number;
   /** New tokens at most (≥ 1). */
   maxTokens: number;
+  /** Do not end at the stop ids (vLLM's ignore_eos). */
+  ignoreStopIds?: boolean;
   /** Every generated token (stop ids included); return true to end the choice here. */
   onToken(token: number): boolean;
   onFinish(reason: FinishReason, error?: Error): void;
@@ -285,7 +287,7 @@ export class Engine {
     s.generated++;
     if (this.opts.metrics) this.opts.metrics.generationTokens++;
     const stopText = spec.onToken(tok);
-    if (stopText || this.#stop.has(tok)) {
+    if (stopText || (!spec.ignoreStopIds && this.#stop.has(tok))) {
       spec.onFinish("stop");
       return false;
     }

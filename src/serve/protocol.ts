@@ -62,6 +62,8 @@ export interface ChatRequest {
   n: number;
   stream: boolean;
   includeUsage: boolean;
+  /** vLLM extension: keep generating past the stop ids (up to max_tokens). */
+  ignoreEos: boolean;
 }
 
 type Json = Record<string, unknown>;
@@ -163,10 +165,13 @@ export function parseChatRequest(body: unknown): ChatRequest {
     }
     includeUsage = so.include_usage === true;
   }
-  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== "boolean") {
-    throw badField("stream", "expected a boolean");
-  }
   const seed = optNumber(body, "seed", NaN, isInt, "an integer");
+  for (const key of ["stream", "ignore_eos"]) {
+    const x = body[key];
+    if (x !== undefined && x !== null && typeof x !== "boolean") {
+      throw badField(key, "expected a boolean");
+    }
+  }
   return {
     model: body.model,
     messages,
@@ -182,5 +187,6 @@ export function parseChatRequest(body: unknown): ChatRequest {
     n: optNumber(body, "n", 1, posInt, "an integer ≥ 1"),
     stream: body.stream === true,
     includeUsage,
+    ignoreEos: body.ignore_eos === true,
   };
 }

@@ -311,6 +311,7 @@ export class ChatService {
         presencePenalty: r.presencePenalty,
         seed: i === 0 ? seed : mixSeed(seed, i),
         maxTokens,
+        ignoreStopIds: r.ignoreEos,
         onToken: (t) => {
           onFirst();
           tokens++;
