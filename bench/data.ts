@@ -146,7 +146,7 @@ for (
   const pool = new ImagePool({ workers: w });
   const loader = new DataLoader({ dataset, processor: proc, batchSize: 8, pool, prefetch: 32 });
   await loader.next();
-  const r = await timeLoop(async () => (await loader.next())!.size);
+  const r = await timeLoop(async () => (await loader.next())!.batch);
   pool.close();
   add(name, r.n / r.secs, "samples/s", `${w} worker(s)`);
 }

@@ -23,17 +23,12 @@ import { Gpu } from "../src/gpu/device.ts";
 import { buildSiqvl } from "../src/models/checkpoint.ts";
 import type { SiqvlModel } from "../src/models/siqvl.ts";
 import { AdamW } from "../src/train/optimizer.ts";
-import {
-  applyStagePlan,
-  microBatchOf,
-  prepareStorage,
-  type SiqvlBatchData,
-  siqvlLossModel,
-} from "../src/train/model_adapter.ts";
+import { applyStagePlan, prepareStorage, supervisedLoss } from "../src/train/supervised.ts";
+import { type BatchArrays, batchOf } from "../src/data/collator.ts";
 import { StepRunner } from "../src/train/step.ts";
-import type { StagePlan } from "../src/train/stages.ts";
-import { writeRandomText, writeRandomVision } from "../src/train/tiny_models.ts";
-import { DEMO_CONFIG, prepareDemoModels } from "../src/train/demo.ts";
+import type { StagePlan } from "../src/train/stage.ts";
+import { writeRandomText, writeRandomVision } from "../src/demo/tiny_models.ts";
+import { DEMO_CONFIG, prepareDemoModels } from "../src/demo/demo.ts";
 import { LORA_TARGETS } from "../src/models/qwen2.ts";
 import { TextTokenizer } from "../src/data/tokenizer.ts";
 import {
@@ -137,7 +132,7 @@ async function realModels(): Promise<{ vision: string; text: string }> {
 }
 
 // One image + `textTokens` text tokens; the last third of the text is supervised.
-function realBatch(model: SiqvlModel, textTokens: number): SiqvlBatchData {
+function realBatch(model: SiqvlModel, textTokens: number): BatchArrays {
   const n = model.imageTokensPerImage;
   const c = model.config;
   const ids: number[] = [
@@ -167,7 +162,7 @@ function realBatch(model: SiqvlModel, textTokens: number): SiqvlBatchData {
 }
 
 // A batch of shapes-like prompts for the CI model: ~30 tokens each.
-function ciBatch(model: SiqvlModel, b: number): SiqvlBatchData {
+function ciBatch(model: SiqvlModel, b: number): BatchArrays {
   const n = model.imageTokensPerImage, c = model.config, t = n + 26;
   const ids = new Int32Array(b * t), labels = new Int32Array(b * t).fill(-100);
   for (let r = 0; r < b; r++) {
@@ -201,13 +196,11 @@ async function bench(
   scale: string,
   config: string,
   dirs: { vision: string; text: string },
-  makeBatch: (m: SiqvlModel) => SiqvlBatchData,
+  makeBatch: (m: SiqvlModel) => BatchArrays,
 ): Promise<Row> {
   const plan: StagePlan = {
     stage: config === "stage1" ? 1 : 2,
     llm: config === "stage1" ? "frozen" : config === "lora" ? "lora" : "full",
-    projector: true,
-    vision: "frozen",
   };
   const row: Row = {
     scale,
@@ -247,8 +240,8 @@ async function bench(
     row.params = model.numParameters();
     row.trainable = trainable.reduce((s, [, t]) => s + t.size, 0);
     opt = new AdamW(trainable);
-    runner = new StepRunner(gpu, siqvlLossModel(model), opt, STEPS + 1);
-    const mb = microBatchOf(makeBatch(model));
+    runner = new StepRunner(gpu, supervisedLoss(model), opt, STEPS + 1);
+    const mb = batchOf(makeBatch(model));
     row.tokens = mb.numTokens;
     let t = performance.now();
     await runner.run(1, [mb], 1e-5);

@@ -5,7 +5,7 @@
 // Flags: --output_dir DIR (default ./out/demo; removed and recreated), --help.
 
 import { parseArgs } from "node:util";
-import { runDemo } from "../src/train/demo.ts";
+import { runDemo } from "../src/demo/demo.ts";
 import { trainFromArgv } from "./train.ts";
 import { announce } from "../src/gpu/announce.ts";
 

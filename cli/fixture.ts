@@ -14,7 +14,7 @@ import {
   fixtureSections,
   readFixtureInputs,
   runFixture,
-} from "../src/models/fixture.ts";
+} from "../src/parity/mod.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,

@@ -4,7 +4,7 @@
 
 import { applyPreset, presetValues } from "../src/train/stages.ts";
 import { finalizeArgs, parseTrainArgs, trainHelp } from "../src/train/args.ts";
-import { type RunOptions, type RunResult, runTraining } from "../src/train/run.ts";
+import { type RunOptions, type RunResult, runTraining } from "../src/train/trainer.ts";
 import { Gpu } from "../src/gpu/device.ts";
 import { announce } from "../src/gpu/announce.ts";
 import type { TrainArgs } from "../src/train/args.ts";

@@ -51,7 +51,7 @@ Deno.test("collate: right padding, attention mask, −100 on padding, images in 
     "c",
   );
   const batch = collate([a, b, c], opts);
-  assert.equal(batch.size, 3);
+  assert.equal(batch.batch, 3);
   assert.equal(batch.seqLen, 12);
   const row = (arr: Int32Array, r: number) => Array.from(arr.slice(r * 12, r * 12 + 12));
   assert.deepEqual(row(batch.inputIds, 1), [10, VS, IMG, IMG, VE, 13, 0, 0, 0, 0, 0, 0]);
@@ -62,7 +62,7 @@ Deno.test("collate: right padding, attention mask, −100 on padding, images in 
   assert.deepEqual(batch.pixelShape, [4, 3, 2, 2]);
   assert.deepEqual(batch.imagesPerSample, [1, 1, 2]);
   assert.deepEqual(
-    [0, 1, 2, 3].map((i) => batch.pixelValues[i * 12]),
+    [0, 1, 2, 3].map((i) => batch.pixels[i * 12]),
     [0.5, -0.25, 1, 2],
   );
   assert.deepEqual(batch.ids, ["a", "b", "c"]);
@@ -97,7 +97,7 @@ Deno.test("collate: max_length cuts after the image run, drops a cut inside it",
   // The batch keeps the others and lists the drops.
   const ok = sample([VS, IMG, IMG, VE, 20], [N, N, N, N, 20], [0], "ok");
   const batch = collate([s, ok], { ...opts, maxLength: 5 });
-  assert.equal(batch.size, 1);
+  assert.equal(batch.batch, 1);
   assert.deepEqual(batch.ids, ["ok"]);
   assert.equal(batch.dropped.length, 1);
   assert.equal(batch.dropped[0].index, 0);
@@ -118,6 +118,6 @@ Deno.test("collate: placeholder count and pixel size are checked", () => {
   const mismatch = { ...sample([1, 2], [N], [], "m") };
   assert.ok(!fitToLength(mismatch, { ...opts, tokensPerImage: undefined }).ok);
   const empty = collate([], opts);
-  assert.equal(empty.size, 0);
+  assert.equal(empty.batch, 0);
   assert.deepEqual(empty.pixelShape, [0, 3, 2, 2]);
 });

@@ -37,10 +37,10 @@ async function allBatches(opts: LoaderOptions): Promise<{ loader: DataLoader; ba
 function checkBatch(b: Batch, answersOf: (row: number) => string[]): string[] {
   const T = b.seqLen;
   assert.deepEqual(b.pixelShape, [b.imagesPerSample.reduce((a, c) => a + c, 0), 3, S, S]);
-  assert.equal(b.pixelValues.length, b.pixelShape.reduce((a, c) => a * c, 1));
-  for (const v of b.pixelValues) assert.ok(v >= -1 && v <= 1, `pixel ${v} in [-1, 1]`);
+  assert.equal(b.pixels.length, b.pixelShape.reduce((a, c) => a * c, 1));
+  for (const v of b.pixels) assert.ok(v >= -1 && v <= 1, `pixel ${v} in [-1, 1]`);
   const rendered: string[] = [];
-  for (let r = 0; r < b.size; r++) {
+  for (let r = 0; r < b.batch; r++) {
     const ids = b.inputIds.subarray(r * T, (r + 1) * T);
     const labels = b.labels!.subarray(r * T, (r + 1) * T);
     const mask = b.attentionMask.subarray(r * T, (r + 1) * T);
@@ -67,7 +67,7 @@ function checkBatch(b: Batch, answersOf: (row: number) => string[]): string[] {
 Deno.test("pipeline: shapes batches round-trip to text with labels on the answers", async () => {
   const dataset = new ShapesDataset({ seed: 1, imageSize: 32, length: 10 });
   const { batches, loader } = await allBatches({ dataset, processor, batchSize: 4, epochs: 1 });
-  assert.deepEqual(batches.map((b) => b.size), [4, 4, 2]);
+  assert.deepEqual(batches.map((b) => b.batch), [4, 4, 2]);
   const rendered = batches.flatMap((b) => checkBatch(b, (r) => [b.answers[r]!]));
   const again = new ShapesDataset({ seed: 1, imageSize: 32, length: 10 });
   const first = (await again.next())!;
@@ -165,7 +165,7 @@ function sameBatch(a: Batch, b: Batch, what: string) {
   assert.deepEqual(a.inputIds, b.inputIds, what);
   assert.deepEqual(a.labels, b.labels, what);
   assert.deepEqual(a.attentionMask, b.attentionMask, what);
-  assert.deepEqual(a.pixelValues, b.pixelValues, what);
+  assert.deepEqual(a.pixels, b.pixels, what);
 }
 
 Deno.test("pipeline: resuming a loader reproduces the next batches exactly, across passes", async () => {

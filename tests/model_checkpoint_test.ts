@@ -14,7 +14,7 @@ import { loadSiqvl, saveSiqvl } from "../src/models/checkpoint.ts";
 import { siqvlConfigJson } from "../src/models/configs.ts";
 import { loadPeftAdapter } from "../src/models/peft.ts";
 import type { SiqvlModel } from "../src/models/siqvl.ts";
-import { type FixtureInputs, loadFixtureModel, readFixtureInputs } from "../src/models/fixture.ts";
+import { type FixtureInputs, loadFixtureModel, readFixtureInputs } from "../src/parity/fixture.ts";
 
 const FIX = new URL("./fixtures/tiny-a/", import.meta.url).pathname;
 const fixtureConfig = () => JSON.parse(Deno.readTextFileSync(FIX + "siqvl_config.json"));

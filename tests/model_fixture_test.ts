@@ -14,7 +14,7 @@ import {
   type FixtureError,
   readFixtureInputs,
   runFixture,
-} from "../src/models/fixture.ts";
+} from "../src/parity/fixture.ts";
 
 const FIX = new URL("./fixtures/tiny-a/", import.meta.url).pathname;
 

@@ -9,7 +9,7 @@ import type { Gpu } from "../src/gpu/device.ts";
 import { generate } from "../src/infer/generate.ts";
 import { applyRepetitionPenalty, argmax, logSoftmax } from "../src/infer/sampling.ts";
 import type { SiqvlModel } from "../src/models/siqvl.ts";
-import { type FixtureInputs, loadFixtureModel, readFixtureInputs } from "../src/models/fixture.ts";
+import { type FixtureInputs, loadFixtureModel, readFixtureInputs } from "../src/parity/fixture.ts";
 
 const FIX = new URL("./fixtures/tiny-a/", import.meta.url).pathname;
 

@@ -11,7 +11,7 @@ import { noGrad, Tensor, tidy } from "../src/tensor/mod.ts";
 import { setDropoutSeed } from "../src/nn/dropout.ts";
 import { loadPeftAdapter, savePeftAdapter } from "../src/models/peft.ts";
 import type { SiqvlModel } from "../src/models/siqvl.ts";
-import { type FixtureInputs, loadFixtureModel, readFixtureInputs } from "../src/models/fixture.ts";
+import { type FixtureInputs, loadFixtureModel, readFixtureInputs } from "../src/parity/fixture.ts";
 
 const FIX = new URL("./fixtures/tiny-a/", import.meta.url).pathname;
 const config = () => JSON.parse(Deno.readTextFileSync(FIX + "siqvl_config.json"));

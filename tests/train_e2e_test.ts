@@ -10,11 +10,11 @@ import { join } from "node:path";
 import { Image } from "imagescript";
 import { trainFromArgv } from "../cli/train.ts";
 import { main as generateMain } from "../cli/generate.ts";
-import { DEMO_CONFIG, type DemoConfig, prepareDemoModels } from "../src/train/demo.ts";
+import { DEMO_CONFIG, type DemoConfig, prepareDemoModels } from "../src/demo/demo.ts";
 import { listCheckpoints } from "../src/train/checkpoint.ts";
 import { readMetrics } from "../src/train/metrics.ts";
 import { decodeEvent, readRecords } from "../src/train/tensorboard.ts";
-import type { RunResult } from "../src/train/run.ts";
+import type { RunResult } from "../src/train/trainer.ts";
 import { pushToHub } from "../src/train/hub.ts";
 import { GPU_TEST } from "./util.ts";
 

@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { openTensors } from "../src/io/reader.ts";
-import { openFixture } from "../src/models/fixture.ts";
-import { replayFixtureSection, type ReplaySetting } from "../src/train/replay.ts";
+import { openFixture } from "../src/parity/fixture.ts";
+import { replayFixtureSection, type ReplaySetting } from "../src/parity/replay.ts";
 import { gpu, GPU_TEST } from "./util.ts";
 
 const DIR = new URL("./fixtures/tiny-a/", import.meta.url).pathname;

@@ -221,7 +221,7 @@ Deno.test("train flags: original spellings, defaults, contradictions", () => {
     [["--use_lora"], /--use_lora needs --stage 2/],
     [["--stage", "2", "--lora_r", "8"], /--lora_r has no effect without --use_lora/],
     [["--sub_sets", "a,b", "--sub_sets_weights", "1"], /one weight per subset/],
-    [["--stage", "3"], /stages 1 and 2/],
+    [["--stage", "3"], /--stage: must be one of 1, 2/],
     [["--stage_1_checkpoint_path", "x"], /is for --stage 2/],
     [["--no_freeze_text_model"], /contradicts --stage 1/],
     [["--stage", "2", "--use_lora", "--lora_target_modules", "q_proj,foo"], /unknown module/],
@@ -326,7 +326,7 @@ Deno.test("progress: plain periodic lines without a TTY; metrics log", () => {
 
 Deno.test("small byte-level BPE tokenizer in HF format, with Qwen special tokens", async () => {
   const { trainByteLevelBpe, smallTokenizerConfig, preTokenize } = await import(
-    "../src/train/small_tokenizer.ts"
+    "../src/demo/small_tokenizer.ts"
   );
   const { TextTokenizer } = await import("../src/data/tokenizer.ts");
   assert.deepEqual(preTokenize("What color is it?\nred"), [
@@ -353,14 +353,14 @@ Deno.test("small byte-level BPE tokenizer in HF format, with Qwen special tokens
   assert.equal(tok.padId, t.specialIds["<|endoftext|>"]);
 });
 
-Deno.test("batch loader: deterministic order, exact resume, prefetch-independent", async () => {
+Deno.test("data loader (training use): deterministic order, exact resume, prefetch-independent", async () => {
   const { trainByteLevelBpe, smallTokenizerConfig } = await import(
-    "../src/train/small_tokenizer.ts"
+    "../src/demo/small_tokenizer.ts"
   );
   const { TextTokenizer } = await import("../src/data/tokenizer.ts");
   const { SiqvlProcessor } = await import("../src/data/processor.ts");
   const { ShapesDataset, generateShapesSample } = await import("../src/data/datasets/shapes.ts");
-  const { BatchLoader } = await import("../src/train/data.ts");
+  const { DataLoader } = await import("../src/data/loader.ts");
   const corpus: string[] = [];
   for (let i = 0; i < 200; i++) {
     const s = generateShapesSample(1, i, 16);
@@ -370,21 +370,21 @@ Deno.test("batch loader: deterministic order, exact resume, prefetch-independent
   const tokenizer = new TextTokenizer(t.tokenizerJson, smallTokenizerConfig(t));
   const processor = new SiqvlProcessor({ tokenizer, tokensPerImage: 4, imageSize: 32 });
   const mk = (prefetch: number) =>
-    new BatchLoader({
+    new DataLoader({
       dataset: new ShapesDataset({ seed: 3, imageSize: 32, length: 10 }),
       processor,
       batchSize: 4,
       prefetch,
-      cycle: true,
     });
-  const a = mk(0), b = mk(2);
+  const a = mk(1), b = mk(8);
   const seqA = [], seqB = [];
   for (let i = 0; i < 6; i++) {
-    seqA.push((await a.next())!);
+    const batch = (await a.next())!;
+    seqA.push({ data: batch, ids: batch.ids as string[], stateAfter: a.state() });
     seqB.push((await b.next())!);
   }
   for (let i = 0; i < 6; i++) {
-    assert.deepEqual(seqA[i].data.inputIds, seqB[i].data.inputIds);
+    assert.deepEqual(seqA[i].data.inputIds, seqB[i].inputIds);
     assert.deepEqual(seqA[i].ids, seqB[i].ids);
   }
   // 10 samples per pass, batches of 4: the third batch spans passes 0 and 1.
@@ -392,16 +392,18 @@ Deno.test("batch loader: deterministic order, exact resume, prefetch-independent
   assert.equal(seqA[2].stateAfter.epoch, 1);
   const d = seqA[0].data;
   assert.equal(d.pixelShape!.join(), "4,3,32,32");
-  assert.equal(d.labels.length, d.batch * d.seqLen);
+  assert.equal(d.labels!.length, d.batch * d.seqLen);
   // Labels: the answer and <|im_end|>, nothing else.
-  const row = Array.from(d.labels.subarray(0, d.seqLen)).filter((l) => l !== -100);
+  const row = Array.from(d.labels!.subarray(0, d.seqLen)).filter((l) => l !== -100);
   assert.equal(row[row.length - 1], t.specialIds["<|im_end|>"]);
-  assert.equal(tokenizer.decode(row.slice(0, -1)), seqA[0].answers[0]);
+  assert.equal(tokenizer.decode(row.slice(0, -1)), d.answers[0]);
+  // The label tokens are counted once, in the batch (shifted: the first label is not a target).
+  assert.equal(d.numLossTokens, Array.from(d.labels!).filter((l) => l !== -100).length);
   // Resume after batch 2 in a fresh loader (with prefetch): batches 3.. are identical.
   const c = mk(3);
   await c.restore(seqA[1].stateAfter);
   for (let i = 2; i < 6; i++) assert.deepEqual((await c.next())!.ids, seqA[i].ids);
-  a.close();
-  b.close();
-  c.close();
+  await a.close();
+  await b.close();
+  await c.close();
 });

@@ -47,8 +47,8 @@ export interface CollateOptions {
 
 /** A batch: row-major `[B, T]` token arrays and `[I, 3, S, S]` pixels. */
 export interface Batch {
-  /** B. */
-  size: number;
+  /** B (rows). */
+  batch: number;
   /** T (longest row after truncation). */
   seqLen: number;
   inputIds: Int32Array;
@@ -56,8 +56,13 @@ export interface Batch {
   attentionMask: Int32Array;
   /** −100 on padding and on positions without a loss; absent for inference batches. */
   labels?: Int32Array;
-  pixelValues: Float32Array;
+  /** f32 [I, 3, S, S], images in the order of their `<|image_pad|>` runs. */
+  pixels: Float32Array;
   pixelShape: [number, number, number, number];
+  /** Real (non-padding) tokens. */
+  numTokens: number;
+  /** Targets the loss counts: labels ≠ −100 after the causal shift ({@link shiftLabels}). */
+  numLossTokens: number;
   /** Images of each row (the row's image pads come from that many consecutive images). */
   imagesPerSample: number[];
   /** Per row: true length (without padding). */
@@ -154,12 +159,14 @@ export function collate(samples: EncodedSample[], opts: CollateOptions): Batch {
     for (const px of s.pixelValues) pixelValues.set(px, (img++) * plane);
   });
   return {
-    size: B,
+    batch: B,
     seqLen: T,
     inputIds,
     attentionMask,
     labels,
-    pixelValues,
+    pixels: pixelValues,
+    numTokens: kept.reduce((n, s) => n + s.inputIds.length, 0),
+    numLossTokens: labels ? shiftLabels(labels, B, T).count : 0,
     pixelShape: [images, 3, S, S],
     imagesPerSample: kept.map((s) => s.pixelValues.length),
     lengths: kept.map((s) => s.inputIds.length),
@@ -167,5 +174,54 @@ export function collate(samples: EncodedSample[], opts: CollateOptions): Batch {
     questions: kept.map((s) => s.question),
     answers: kept.map((s) => s.answer),
     dropped,
+  };
+}
+
+/**
+ * The causal-LM shift (HF): target[b, t] = labels[b, t + 1], −100 at each row's last position
+ * and wherever the label is `ignoreIndex`; `count` = targets the loss averages over. The one
+ * place label tokens are counted (batches, the model's loss, the trainer's weighting).
+ */
+export function shiftLabels(
+  labels: ArrayLike<number>,
+  b: number,
+  t: number,
+  ignoreIndex: number = IGNORE_INDEX,
+): { targets: Int32Array; count: number } {
+  const targets = new Int32Array(b * t).fill(IGNORE_INDEX);
+  let count = 0;
+  for (let i = 0; i < b; i++) {
+    for (let j = 0; j + 1 < t; j++) {
+      const l = labels[i * t + j + 1];
+      if (l === ignoreIndex || l === IGNORE_INDEX) continue;
+      targets[i * t + j] = l;
+      count++;
+    }
+  }
+  return { targets, count };
+}
+
+/** The token arrays and pixels of a batch built by hand (benchmarks, fixtures). */
+export type BatchArrays = Pick<
+  Batch,
+  "batch" | "seqLen" | "inputIds" | "attentionMask" | "labels" | "pixels" | "pixelShape"
+>;
+
+/** A {@link Batch} from hand-built arrays: counts filled in, one image per row, no metadata. */
+export function batchOf(p: BatchArrays): Batch {
+  const { batch: B, seqLen: T, attentionMask: mask } = p;
+  const lengths = [...Array(B)].map((_, b) =>
+    mask.subarray(b * T, (b + 1) * T).reduce((s, v) => s + v, 0)
+  );
+  return {
+    ...p,
+    numTokens: lengths.reduce((s, n) => s + n, 0),
+    numLossTokens: p.labels ? shiftLabels(p.labels, B, T).count : 0,
+    imagesPerSample: [...Array(B)].map(() => p.pixelShape[0] / B),
+    lengths,
+    ids: [],
+    questions: [],
+    answers: [],
+    dropped: [],
   };
 }

@@ -77,6 +77,9 @@ export class DataLoader {
   readonly #keepLast: boolean;
   #queue: Entry[] = [];
   #epoch = 0;
+  /** Samples kept in the pass being consumed (a pass that keeps none is an error). */
+  #keptThisPass = 0;
+  #closed = false;
   #readEpoch = 0;
   #ended = false;
   #committed: { after: DatasetState; epoch: number } | undefined;
@@ -183,8 +186,9 @@ export class DataLoader {
       });
   }
 
-  /** The next batch, or undefined when the data (all passes) is exhausted. */
+  /** The next batch, or undefined when the data (all passes) is exhausted or after close(). */
   async next(): Promise<Batch | undefined> {
+    if (this.#closed) return undefined;
     const kept: EncodedSample[] = [];
     while (kept.length < this.batchSize) {
       if (this.#queue.length === 0) {
@@ -196,10 +200,22 @@ export class DataLoader {
       const entry = this.#queue.shift()!;
       this.#startFill();
       const out = await entry.outcome;
+      if (entry.epoch !== this.#epoch) {
+        if (this.#keptThisPass === 0) {
+          throw new Error(
+            `dataset ${this.dataset.name}: a whole pass gave no usable sample (${
+              this.report().replace(/\n/g, "; ")
+            })`,
+          );
+        }
+        this.#keptThisPass = 0;
+      }
       this.#committed = { after: entry.after, epoch: entry.epoch };
       this.#epoch = entry.epoch;
-      if (out.ok) kept.push(out.sample);
-      else this.skips.add(out.reason, out.detail);
+      if (out.ok) {
+        kept.push(out.sample);
+        this.#keptThisPass++;
+      } else this.skips.add(out.reason, out.detail);
     }
     this.#startFill();
     if (kept.length === 0 || (kept.length < this.batchSize && !this.#keepLast)) return undefined;
@@ -232,6 +248,16 @@ export class DataLoader {
     this.#committed = { after: state.dataset, epoch: state.epoch };
     this.skips.load(state.skips);
     this.#ended = false;
+    this.#keptThisPass = 1; // the position came from a pass that had usable samples
+  }
+
+  /** Stops reading ahead; later `next()` calls return undefined. The pool belongs to the caller. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#ended = true;
+    await this.#filling;
+    await Promise.allSettled(this.#queue.map((e) => e.outcome));
+    this.#queue = [];
   }
 
   /** Skip counts of the dataset and of the loader, one reason per line. */

@@ -24,7 +24,7 @@ import { SiqvlProcessor } from "../data/processor.ts";
 import { SIQVL_CHAT_TEMPLATE } from "../data/chat_template.ts";
 import { Gpu } from "../gpu/device.ts";
 import { buildSiqvl } from "../models/checkpoint.ts";
-import { generationEval, type GenRow, type GenSample } from "./gen_eval.ts";
+import { generationEval, type GenRow, type GenSample } from "../train/gen_eval.ts";
 import { smallTokenizerConfig, trainByteLevelBpe } from "./small_tokenizer.ts";
 import {
   type InitSpec,
@@ -33,8 +33,8 @@ import {
   writeRandomText,
   writeRandomVision,
 } from "./tiny_models.ts";
-import { formatDuration } from "./progress.ts";
-import type { RunResult } from "./run.ts";
+import { formatDuration } from "../train/progress.ts";
+import type { RunResult } from "../train/trainer.ts";
 
 /** Everything the demo can be tuned with. */
 export interface DemoConfig {

@@ -5,6 +5,7 @@ import { dirname, isAbsolute, join, normalize } from "node:path";
 import type { StoredDType } from "./dtype.ts";
 import { SafetensorsReader } from "./safetensors.ts";
 import { TorchBinReader } from "./torch_bin.ts";
+import { isFile } from "./file.ts";
 
 export type { StoredDType } from "./dtype.ts";
 
@@ -60,21 +61,13 @@ export async function openTensors(path: string): Promise<TensorReader> {
   if (st.isDirectory) {
     for (const name of CHECKPOINT_FILES) {
       const p = join(path, name);
-      if (await isFile(p)) return await openFile(p);
+      if (isFile(p)) return await openFile(p);
     }
     throw new Error(
       `no checkpoint in directory ${path}: looked for ${CHECKPOINT_FILES.join(", ")}`,
     );
   }
   return await openFile(path);
-}
-
-async function isFile(p: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(p)).isFile;
-  } catch {
-    return false;
-  }
 }
 
 async function openFile(path: string): Promise<TensorReader> {
@@ -162,7 +155,7 @@ export class ShardedReader implements TensorReader {
     try {
       for (const [file, names] of byFile) {
         const shardPath = join(dir, file);
-        if (!(await isFile(shardPath))) {
+        if (!(isFile(shardPath))) {
           throw bad(`shard ${file} (holding "${names[0]}") is missing`);
         }
         const shard = await openFile(shardPath);

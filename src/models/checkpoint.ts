@@ -8,7 +8,7 @@
 // (adapter_config.json + adapter_model.safetensors) or the adapters merged into the weights.
 
 import { dirname, join } from "node:path";
-import { exists, readJson } from "../io/file.ts";
+import { exists, pathKind, readJson } from "../io/file.ts";
 import { openTensors, type TensorReader } from "../io/reader.ts";
 import { resolveModel } from "../io/hub.ts";
 import { writeStateDict } from "../io/state_dict.ts";
@@ -31,14 +31,6 @@ import { SiqvlModel } from "./siqvl.ts";
 import { tensorToSafetensors } from "./tensor_bytes.ts";
 
 type Json = Record<string, unknown>;
-
-async function isDir(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch {
-    throw new Error(`no such file or directory: ${path}`);
-  }
-}
 
 /** Load `names` (canonical) of `model` from `reader` through `keyOf`; returns the missing ones. */
 async function fill(
@@ -165,7 +157,9 @@ export async function loadSiqvl(
   opts: LoadSiqvlOptions = {},
 ): Promise<SiqvlModel> {
   if (!(await exists(path))) path = await resolveModel(path);
-  const dir = (await isDir(path)) ? path : dirname(path);
+  const kind = pathKind(path);
+  if (!kind) throw new Error(`no such file or directory: ${path}`);
+  const dir = kind === "dir" ? path : dirname(path);
   let config = opts.config;
   if (!config) {
     const cfgPath = join(dir, "config.json");

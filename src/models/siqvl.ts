@@ -8,6 +8,7 @@
 // "text_model.model.*", "text_model.lm_head.weight" (untied only) and "projector.proj.weight" /
 // "projector.norm.*" (written as "projector.mlp.weight" in checkpoints, see checkpoint.ts).
 
+import { shiftLabels } from "../data/collator.ts";
 import { noGrad, scatterRows, Tensor, tidy } from "../tensor/mod.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { Module } from "../nn/module.ts";
@@ -41,15 +42,6 @@ export interface SiqvlOutput {
   loss?: Tensor;
   /** Number of targets the loss averages over. */
   numLossTokens: number;
-}
-
-/** HF causal-LM shift: target[b, t] = labels[b, t + 1], −100 at the last position. */
-export function shiftLabels(labels: ArrayLike<number>, b: number, t: number): Int32Array {
-  const out = new Int32Array(b * t).fill(-100);
-  for (let i = 0; i < b; i++) {
-    for (let j = 0; j + 1 < t; j++) out[i * t + j] = labels[i * t + j + 1];
-  }
-  return out;
 }
 
 /** The whole vision-language model. */
@@ -148,12 +140,7 @@ export class SiqvlModel extends Module {
       }
       const hidden = this.text.forward(embeds, ctx);
       if (!inputs.labels) return { hidden, numLossTokens: 0 };
-      const targets = shiftLabels(inputs.labels, b, t);
-      let count = 0;
-      for (let i = 0; i < targets.length; i++) {
-        if (targets[i] === this.config.ignoreIndex) targets[i] = -100;
-        if (targets[i] !== -100) count++;
-      }
+      const { targets, count } = shiftLabels(inputs.labels, b, t, this.config.ignoreIndex);
       const tt = Tensor.from(this.gpu, targets, [b * t], "i32");
       const loss = this.text.loss(hidden, tt);
       return { hidden, loss, numLossTokens: count };

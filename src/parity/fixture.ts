@@ -15,10 +15,10 @@ import { openTensors } from "../io/reader.ts";
 import { keep, noGrad, Tensor, tidy } from "../tensor/mod.ts";
 import { generate } from "../infer/generate.ts";
 import { loadParameter } from "../nn/load.ts";
-import { buildSiqvl } from "./checkpoint.ts";
-import { loadPeftAdapter, PEFT_PREFIX } from "./peft.ts";
-import type { SiqvlModel } from "./siqvl.ts";
-import type { Tap } from "./siglip.ts";
+import { buildSiqvl } from "../models/checkpoint.ts";
+import { loadPeftAdapter, PEFT_PREFIX } from "../models/peft.ts";
+import type { SiqvlModel } from "../models/siqvl.ts";
+import type { Tap } from "../models/siglip.ts";
 
 /** A computed tensor (written as F32 or, for integers, I64 like the reference). */
 export interface FixtureTensor {

@@ -13,23 +13,15 @@
 // with the fixture runner (src/models/fixture.ts, cli/fixture.ts).
 
 import { join } from "node:path";
+import { type Batch, batchOf } from "../data/collator.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
-import {
-  type FixtureContext,
-  type FixtureInputs,
-  registerFixtureSection,
-} from "../models/fixture.ts";
+import { type FixtureContext, type FixtureInputs, registerFixtureSection } from "./fixture.ts";
 import { loadPeftAdapter } from "../models/peft.ts";
 import { noGrad } from "../tensor/tensor.ts";
-import { AdamW } from "./optimizer.ts";
-import {
-  applyStagePlan,
-  microBatchOf,
-  type SiqvlBatchData,
-  siqvlLossModel,
-} from "./model_adapter.ts";
-import { StepRunner } from "./step.ts";
-import type { StagePlan } from "./stages.ts";
+import { AdamW } from "../train/optimizer.ts";
+import { applyStagePlan, supervisedLoss } from "../train/supervised.ts";
+import type { StagePlan } from "../train/stage.ts";
+import { StepRunner } from "../train/step.ts";
 
 /** The fixture's three settings. */
 export type ReplaySetting = "stage1" | "full" | "lora";
@@ -67,7 +59,7 @@ export interface ReplayOptions {
  */
 export async function replayTraining(
   model: SiqvlModel,
-  batch: SiqvlBatchData,
+  batch: Batch,
   opts: ReplayOptions,
 ): Promise<ReplayResult> {
   const steps = opts.steps ?? 10;
@@ -75,8 +67,6 @@ export async function replayTraining(
   const plan: StagePlan = {
     stage: opts.setting === "stage1" ? 1 : 2,
     llm: opts.setting === "stage1" ? "frozen" : opts.setting,
-    projector: true,
-    vision: "frozen",
   };
   const trainable = applyStagePlan(model, plan);
   model.eval(); // dropout 0 in the fixture; eval mode makes that explicit
@@ -87,9 +77,9 @@ export async function replayTraining(
     weightDecay: opts.weightDecay ?? 0.01,
     maxGradNorm: opts.maxGradNorm ?? 1.0,
   });
-  const lossModel = siqvlLossModel(model);
+  const lossModel = supervisedLoss(model);
   const runner = new StepRunner(model.gpu, lossModel, opt, steps);
-  const mb = microBatchOf(batch);
+  const mb = batch;
   try {
     for (let k = 0; k < steps; k++) await runner.run(k + 1, [mb], lr);
     const stats = await runner.drain();
@@ -131,16 +121,12 @@ export function fixtureKey(modelName: string): string {
 }
 
 /** The fixture batch (inputs.safetensors) as a trainer batch. */
-export function fixtureBatch(inputs: FixtureInputs): SiqvlBatchData {
-  return {
-    batch: inputs.batch,
-    seqLen: inputs.seqLen,
-    inputIds: inputs.inputIds,
-    attentionMask: inputs.attentionMask,
-    labels: inputs.labels,
+export function fixtureBatch(inputs: FixtureInputs): Batch {
+  return batchOf({
+    ...inputs,
     pixels: inputs.pixelValues,
     pixelShape: inputs.pixelShape as [number, number, number, number],
-  };
+  });
 }
 
 /** A fresh fixture model for a setting (LoRA: with the fixture's adapter loaded). */

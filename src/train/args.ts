@@ -8,107 +8,68 @@
 
 import { parseArgs } from "node:util";
 import { LORA_TARGETS } from "../models/qwen2.ts";
-import { SCHEDULE_TYPES, type ScheduleType } from "./schedule.ts";
-
-/** Parsed training flags (snake_case, as on the command line). */
-export interface TrainArgs {
-  stage: 1 | 2;
-  data_path: string;
-  sub_sets: string[];
-  sub_sets_weights: number[] | null;
-  vision_model_name_or_path: string;
-  text_model_name_or_path: string;
-  stage_1_checkpoint_path: string | null;
-  freeze_text_model: boolean;
-  freeze_vision_model: boolean;
-  use_lora: boolean;
-  lora_r: number;
-  lora_alpha: number;
-  lora_dropout: number;
-  lora_target_modules: string[];
-  pixel_shuffle_factor: number;
-  enable_dynamic_tiling: boolean;
-  output_dir: string;
-  per_device_train_batch_size: number;
-  gradient_accumulation_steps: number;
-  max_steps: number;
-  max_samples: number | null;
-  num_proc: number;
-  dataloader_num_workers: number;
-  learning_rate: number;
-  lr_scheduler_type: ScheduleType;
-  warmup_ratio: number;
-  weight_decay: number;
-  max_grad_norm: number;
-  bf16: boolean;
-  fp16: boolean;
-  logging_steps: number;
-  save_steps: number;
-  save_total_limit: number;
-  eval_steps: number;
-  max_eval_samples: number;
-  gen_samples: number;
-  gen_steps: number;
-  gen_max_new_tokens: number;
-  gen_temperature: number;
-  gen_num_beams: number;
-  seed: number;
-  use_distributed: boolean;
-  push_to_hub: boolean;
-  hub_model_id: string | null;
-  resume_from_checkpoint: string | null;
-  gradient_checkpointing: boolean;
-  merge_lora: boolean;
-  save_pytorch_bin: boolean;
-  report_to: string[];
-  max_length: number | null;
-  max_nonfinite_steps: number;
-  run_name: string | null;
-  preset: string | null;
-}
+import { SCHEDULE_TYPES } from "./schedule.ts";
 
 type Kind = "string" | "int" | "float" | "bool" | "list" | "floats";
 
 interface FlagSpec {
   kind: Kind;
-  /** Default; `null` = none; a function = depends on other flags (resolved after parsing). */
+  /** Default; `null` = none (see `later`). */
   def: unknown;
   help: string;
   /** Lower bound for numbers (inclusive), or a validator. */
   min?: number;
   check?: (v: unknown) => string | null;
+  /** The only values allowed (also narrows the flag's type). */
+  choices?: readonly (string | number)[];
+  /** A `null` default filled after parsing (stage, stage-dependent defaults): never null. */
+  later?: true;
+  /** Must be equal to resume a run from its checkpoint. */
+  resume?: true;
 }
 
 const DEFAULT_SUBSETS = "coco_colors,densefusion_1m,face_emotion,google_landmarks,laion_gpt4v," +
   "sharegpt4o,sharegpt4v(coco),sharegpt4v(llava),sharegpt4v(knowledge),sharegpt4v(sam)";
 
 /** Every flag: kind, default and one line of help (the order is the --help order). */
-export const FLAGS: Record<string, FlagSpec> = {
+export const FLAGS = {
   stage: {
+    later: true,
+    choices: [1, 2],
+    resume: true,
     kind: "int",
     def: null,
     help: "1 = projector alignment (vision + LLM frozen); 2 = projector + LLM (LoRA or full). " +
       "Default: $STAGE, else 1",
   },
   data_path: {
+    resume: true,
     kind: "string",
     def: "HuggingFaceM4/FineVision",
     help: "dataset: a hub id / local FineVision parquet dir, a .jsonl file, or " +
       "'shapes[:SIZE[:KINDS]]' (generated; KINDS a comma list of color, shape, count, where; " +
       "a kind listed twice is drawn twice as often)",
   },
-  sub_sets: { kind: "list", def: DEFAULT_SUBSETS, help: "comma list of subsets (configs)" },
+  sub_sets: {
+    resume: true,
+    kind: "list",
+    def: DEFAULT_SUBSETS,
+    help: "comma list of subsets (configs)",
+  },
   sub_sets_weights: {
+    resume: true,
     kind: "floats",
     def: null,
     help: "comma list of sampling weights, one per subset (default: equal)",
   },
   vision_model_name_or_path: {
+    resume: true,
     kind: "string",
     def: "google/siglip2-base-patch16-224",
     help: "SigLIP vision tower (hub id or local dir)",
   },
   text_model_name_or_path: {
+    resume: true,
     kind: "string",
     def: "Qwen/Qwen2.5-0.5B-Instruct",
     help: "Qwen2.5 language model (hub id or local dir)",
@@ -120,6 +81,7 @@ export const FLAGS: Record<string, FlagSpec> = {
       "run under --output_dir)",
   },
   freeze_text_model: {
+    later: true,
     kind: "bool",
     def: null,
     help: "stage 1 freezes the LLM (always); stage 2 trains it (LoRA or full) — kept for " +
@@ -131,16 +93,29 @@ export const FLAGS: Record<string, FlagSpec> = {
     help: "the vision tower is frozen in stages 1 and 2 (no gradient memory); " +
       "--no_freeze_vision_model is an error",
   },
-  use_lora: { kind: "bool", def: false, help: "stage 2: train LoRA adapters instead of the LLM" },
-  lora_r: { kind: "int", def: 64, min: 1, help: "LoRA rank" },
-  lora_alpha: { kind: "float", def: 16, min: 0, help: "LoRA alpha (scale = alpha / r)" },
+  use_lora: {
+    resume: true,
+    kind: "bool",
+    def: false,
+    help: "stage 2: train LoRA adapters instead of the LLM",
+  },
+  lora_r: { resume: true, kind: "int", def: 64, min: 1, help: "LoRA rank" },
+  lora_alpha: {
+    resume: true,
+    kind: "float",
+    def: 16,
+    min: 0,
+    help: "LoRA alpha (scale = alpha / r)",
+  },
   lora_dropout: {
+    resume: true,
     kind: "float",
     def: 0.05,
     help: "LoRA dropout probability",
     check: (v) => (v as number) >= 0 && (v as number) < 1 ? null : "must be in [0, 1)",
   },
   lora_target_modules: {
+    resume: true,
     kind: "list",
     def: LORA_TARGETS.join(","),
     help: "comma list of projections to adapt",
@@ -149,26 +124,46 @@ export const FLAGS: Record<string, FlagSpec> = {
       return bad.length ? `unknown module(s) ${bad.join(", ")} (known: ${LORA_TARGETS})` : null;
     },
   },
-  pixel_shuffle_factor: { kind: "int", def: 2, min: 1, help: "pixel-shuffle factor r" },
+  pixel_shuffle_factor: {
+    resume: true,
+    kind: "int",
+    def: 2,
+    min: 1,
+    help: "pixel-shuffle factor r",
+  },
   enable_dynamic_tiling: {
     kind: "bool",
     def: false,
     help: "dynamic tiling (not supported by this trainer: an error when set)",
   },
   output_dir: { kind: "string", def: "./outputs", help: "where run directories are created" },
-  per_device_train_batch_size: { kind: "int", def: 8, min: 1, help: "micro-batch size" },
+  per_device_train_batch_size: {
+    resume: true,
+    kind: "int",
+    def: 8,
+    min: 1,
+    help: "micro-batch size",
+  },
   gradient_accumulation_steps: {
+    resume: true,
     kind: "int",
     def: 4,
     min: 1,
     help: "micro-batches per optimizer step (loss = token-weighted mean over the window)",
   },
   max_steps: {
+    resume: true,
     kind: "int",
     def: -1,
     help: "optimizer steps; <= 0 = one pass: ceil(samples / (batch · accumulation))",
   },
-  max_samples: { kind: "int", def: null, min: 1, help: "use at most this many samples" },
+  max_samples: {
+    resume: true,
+    kind: "int",
+    def: null,
+    min: 1,
+    help: "use at most this many samples",
+  },
   num_proc: { kind: "int", def: 96, min: 1, help: "data preparation parallelism (accepted)" },
   dataloader_num_workers: {
     kind: "int",
@@ -177,27 +172,29 @@ export const FLAGS: Record<string, FlagSpec> = {
     help: "batches prepared ahead of the GPU (0 = none)",
   },
   learning_rate: {
+    later: true,
+    resume: true,
     kind: "float",
     def: null,
     min: 0,
     help: "peak learning rate (default: 1e-3 stage 1, 2e-5 stage 2)",
   },
   lr_scheduler_type: {
+    choices: SCHEDULE_TYPES,
+    resume: true,
     kind: "string",
     def: "cosine",
     help: `${SCHEDULE_TYPES.join(" | ")}`,
-    check: (v) =>
-      (SCHEDULE_TYPES as readonly string[]).includes(v as string)
-        ? null
-        : `must be one of ${SCHEDULE_TYPES.join(", ")}`,
   },
   warmup_ratio: {
+    resume: true,
     kind: "float",
     def: 0.03,
     help: "warmup steps = ceil(max_steps · ratio)",
     check: (v) => (v as number) >= 0 && (v as number) <= 1 ? null : "must be in [0, 1]",
   },
   weight_decay: {
+    resume: true,
     kind: "float",
     def: 0.01,
     min: 0,
@@ -205,11 +202,13 @@ export const FLAGS: Record<string, FlagSpec> = {
   },
   max_grad_norm: { kind: "float", def: 1.0, min: 0, help: "global-norm clipping (0 = off)" },
   bf16: {
+    resume: true,
     kind: "bool",
     def: true,
     help: "store frozen weights as bfloat16 on the GPU (math in f32; trainable weights f32)",
   },
   fp16: {
+    resume: true,
     kind: "bool",
     def: false,
     help: "store frozen weights as float16 instead (needs --no_bf16)",
@@ -223,7 +222,13 @@ export const FLAGS: Record<string, FlagSpec> = {
     help: "keep at most N checkpoints (0 = all)",
   },
   eval_steps: { kind: "int", def: 100, min: 1, help: "eval loss every N steps" },
-  max_eval_samples: { kind: "int", def: 2, min: 0, help: "held-out samples for eval (0 = none)" },
+  max_eval_samples: {
+    resume: true,
+    kind: "int",
+    def: 2,
+    min: 0,
+    help: "held-out samples for eval (0 = none)",
+  },
   gen_samples: { kind: "int", def: 20, min: 0, help: "fixed eval samples for generation eval" },
   gen_steps: { kind: "int", def: 500, min: 1, help: "generation eval every N steps" },
   gen_max_new_tokens: { kind: "int", def: 64, min: 1, help: "generation eval: max new tokens" },
@@ -234,7 +239,13 @@ export const FLAGS: Record<string, FlagSpec> = {
     help: "generation eval: 0 = greedy, > 0 = sampling",
   },
   gen_num_beams: { kind: "int", def: 1, min: 1, help: "generation eval: beam search width" },
-  seed: { kind: "int", def: 42, min: 0, help: "seed for init, data order, dropout, sampling" },
+  seed: {
+    resume: true,
+    kind: "int",
+    def: 42,
+    min: 0,
+    help: "seed for init, data order, dropout, sampling",
+  },
   use_distributed: {
     kind: "bool",
     def: false,
@@ -273,6 +284,7 @@ export const FLAGS: Record<string, FlagSpec> = {
     },
   },
   max_length: {
+    resume: true,
     kind: "int",
     def: null,
     min: 8,
@@ -294,7 +306,27 @@ export const FLAGS: Record<string, FlagSpec> = {
     def: null,
     help: "fill unset flags from a preset: auto (by adapter), software, hardware, demo",
   },
-};
+} as const satisfies Record<string, FlagSpec>;
+
+type ValueOf<S> = S extends { choices: readonly (infer C)[] } ? C
+  : S extends { kind: "string" } ? string
+  : S extends { kind: "int" | "float" } ? number
+  : S extends { kind: "bool" } ? boolean
+  : S extends { kind: "list" } ? string[]
+  : S extends { kind: "floats" } ? number[]
+  : never;
+type NullOf<S> = S extends { later: true } ? never : S extends { def: null } ? null : never;
+type Flags = typeof FLAGS;
+
+/** Parsed training flags (snake_case, as on the command line), typed from {@link FLAGS}. */
+export type TrainArgs = { -readonly [K in keyof Flags]: ValueOf<Flags[K]> | NullOf<Flags[K]> };
+
+/** Flags that must be equal to resume a run (marked `resume` in {@link FLAGS}). */
+export const RESUME_KEYS: (keyof TrainArgs)[] = (Object.keys(FLAGS) as (keyof TrainArgs)[])
+  .filter((k) => (FLAGS[k] as FlagSpec).resume);
+
+/** The table by name, for lookups by a string read from the command line. */
+const SPECS: Record<string, FlagSpec> = FLAGS;
 
 /** Original aliases: `--no_distributed` = `--no_use_distributed`. */
 const NEG_ALIASES: Record<string, string> = { distributed: "use_distributed" };
@@ -308,7 +340,7 @@ export interface ParsedArgs {
 
 function closest(name: string): string | null {
   let best: string | null = null, bestD = Infinity;
-  for (const k of Object.keys(FLAGS)) {
+  for (const k of Object.keys(SPECS)) {
     const d = editDistance(name, k);
     if (d < bestD) [best, bestD] = [k, d];
   }
@@ -369,6 +401,9 @@ function convert(name: string, spec: FlagSpec, raw: string): unknown {
   if (spec.min !== undefined && typeof v === "number" && v < spec.min) {
     throw bad(`must be >= ${spec.min}`);
   }
+  if (spec.choices && !spec.choices.includes(v as string | number)) {
+    throw bad(`must be one of ${spec.choices.join(", ")}`);
+  }
   const why = spec.check?.(v);
   if (why) throw bad(why);
   return v;
@@ -382,7 +417,7 @@ function normalise(argv: string[]): string[] {
     if (a.startsWith("--no_") || a.startsWith("--no-")) {
       const base = a.slice(5).split("=")[0];
       const name = NEG_ALIASES[base] ?? base;
-      if (FLAGS[name]?.kind === "bool") {
+      if (SPECS[name]?.kind === "bool") {
         if (a.includes("=")) throw new Error(`${a}: a negated flag takes no value`);
         a = `--no-${name}`;
       }
@@ -390,7 +425,7 @@ function normalise(argv: string[]): string[] {
     const m = /^--([A-Za-z0-9_]+)$/.exec(a);
     const next = argv[i + 1];
     if (
-      m && FLAGS[m[1]] && FLAGS[m[1]].kind !== "bool" && next !== undefined &&
+      m && SPECS[m[1]] && SPECS[m[1]].kind !== "bool" && next !== undefined &&
       /^-\d/.test(next)
     ) {
       out.push(`${a}=${next}`);
@@ -408,7 +443,7 @@ export function parseTrainArgs(
   env: Record<string, string | undefined> = {},
 ): ParsedArgs {
   const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
-  for (const [k, s] of Object.entries(FLAGS)) {
+  for (const [k, s] of Object.entries(SPECS)) {
     options[k] = { type: s.kind === "bool" ? "boolean" : "string" };
   }
   options.h = { type: "boolean" };
@@ -427,7 +462,7 @@ export function parseTrainArgs(
     const m = /Unknown option '(-{1,2})([^']+)'/.exec(msg);
     if (m) {
       const name = m[2].replace(/^no-/, "").replace(/-/g, "_");
-      const hint = FLAGS[name] ? `--${name}` : closest(name) ? `--${closest(name)}` : null;
+      const hint = SPECS[name] ? `--${name}` : closest(name) ? `--${closest(name)}` : null;
       throw new Error(
         `unknown flag ${m[1]}${m[2]}` + (hint ? ` (did you mean ${hint}?)` : "") +
           "; see --help",
@@ -450,7 +485,7 @@ export function parseTrainArgs(
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
   const out: Record<string, unknown> = {};
-  for (const [name, spec] of Object.entries(FLAGS)) {
+  for (const [name, spec] of Object.entries(SPECS)) {
     const raw = values[name];
     if (raw === undefined) {
       out[name] = spec.def === null
@@ -464,13 +499,7 @@ export function parseTrainArgs(
   // Stage: flag, else $STAGE, else 1.
   if (out.stage === null) {
     const s = env.STAGE;
-    if (s !== undefined && s !== "") {
-      if (s !== "1" && s !== "2") throw new Error(`STAGE=${s}: stages 1 and 2 are supported`);
-      out.stage = Number(s);
-    } else out.stage = 1;
-  }
-  if (out.stage !== 1 && out.stage !== 2) {
-    throw new Error(`--stage ${out.stage}: stages 1 and 2 are supported`);
+    out.stage = s !== undefined && s !== "" ? convert("stage", SPECS.stage, s) : 1;
   }
   const args = out as unknown as TrainArgs;
   return { args, explicit, help: Boolean(values.help || values.h) };
@@ -578,7 +607,7 @@ export function trainHelp(): string {
     "",
     "Flags (--flag value or --flag=value; booleans --flag / --no_flag):",
   ];
-  for (const [name, s] of Object.entries(FLAGS)) {
+  for (const [name, s] of Object.entries(SPECS)) {
     const def = s.def === null ? "" : ` (default ${s.kind === "bool" ? s.def : String(s.def)})`;
     const kind = s.kind === "bool"
       ? ""

@@ -1,4 +1,5 @@
-// Run directories and checkpoint directories: names, atomic creation, rotation, discovery.
+// Run directories and checkpoints: names, atomic creation, rotation, discovery, and the training
+// state saved into a checkpoint and restored from it (one mirrored pair, at the end).
 //
 //   {output_dir}/siq-vl_{vision}_{text}_stage{N}_{YYYYmmdd_HHMMSS}/stage{N}/      the stage dir
 //       checkpoint-{step}/     trainable.safetensors, optimizer.safetensors, scheduler.json,
@@ -11,6 +12,17 @@
 // next start), never a half-written `checkpoint-*`.
 
 import { basename, join } from "node:path";
+import type { JsonValue } from "../data/datasets/types.ts";
+import { isDir, isFile, readJson, writeJson } from "../io/file.ts";
+import { openTensors } from "../io/reader.ts";
+import { writeSafetensors } from "../io/safetensors.ts";
+import { tensorToSafetensors } from "../models/tensor_bytes.ts";
+import { nextDropoutStep } from "../nn/dropout.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { RESUME_KEYS, type TrainArgs } from "./args.ts";
+import type { MetricRecord } from "./metrics.ts";
+import type { AdamW } from "./optimizer.ts";
+import type { LrSchedule } from "./schedule.ts";
 
 /** The short name of a model id or path: last component, lower-cased, "_" → "-". */
 export function shortModelName(idOrPath: string): string {
@@ -39,22 +51,6 @@ export function runDirName(vision: string, text: string, stage: number, d = new 
 /** The stage directory of a run directory. */
 export function stageDir(runDir: string, stage: number): string {
   return join(runDir, `stage${stage}`);
-}
-
-function isDir(p: string): boolean {
-  try {
-    return Deno.statSync(p).isDirectory;
-  } catch {
-    return false;
-  }
-}
-
-function isFile(p: string): boolean {
-  try {
-    return Deno.statSync(p).isFile;
-  } catch {
-    return false;
-  }
 }
 
 /** Checkpoint dirs of a stage dir, oldest (lowest step) first. */
@@ -232,9 +228,129 @@ export function resolveResume(
   throw new Error(`--resume_from_checkpoint: no checkpoint-* directory in ${spec}`);
 }
 
-/** Write a JSON file atomically (temp + rename). */
-export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  await Deno.writeTextFile(tmp, JSON.stringify(value, null, 2) + "\n");
-  await Deno.rename(tmp, path);
+// ---- the training state: saved and restored as a mirrored pair ----
+//
+//   checkpoint-{step}/trainable.safetensors   trainable tensors by name (f32)
+//                     optimizer.safetensors   AdamW moments (metadata: step)
+//                     scheduler.json          the learning-rate schedule's position
+//                     data_state.json         the data source's position after the last batch
+//                     rng_state.json          seed + dropout forwards consumed
+//                     trainer_state.json      step, log history, callbacks' state, args
+
+/** What trainer_state.json holds (in checkpoints and, without the resume fields, in the stage dir). */
+export interface TrainerState {
+  global_step: number;
+  max_steps: number;
+  stage: number;
+  optimizer_step?: number;
+  log_history?: MetricRecord[];
+  /** State of the callbacks that keep some (eval loss: best metric, early stopping). */
+  callbacks?: Record<string, JsonValue>;
+  best_model_checkpoint?: string | null;
+  consecutive_nonfinite?: number;
+  /** The previous stage's result this run started from. */
+  from_dir?: string | null;
+  trainable?: string[];
+  args: TrainArgs;
+}
+
+/** Everything a checkpoint saves and restores. */
+export interface TrainingParts {
+  trainable: [string, Tensor][];
+  optimizer: AdamW;
+  schedule: LrSchedule;
+  data: { state(): JsonValue; restore(s: JsonValue): Promise<void> };
+  /** Forwards that drew dropout masks so far (replayed on restore). */
+  dropoutForwards: number;
+}
+
+/** Write trainer_state.json into `dir`. */
+export function writeTrainerState(dir: string, state: TrainerState): Promise<void> {
+  return writeJson(join(dir, "trainer_state.json"), state);
+}
+
+/** Read a checkpoint's trainer_state.json. */
+export function readTrainerState(dir: string): Promise<TrainerState> {
+  return readJson<TrainerState>(join(dir, "trainer_state.json"));
+}
+
+/** Save `checkpoint-{step}` atomically under `stageDir`; returns its path. */
+export function saveTrainingCheckpoint(
+  stageDir: string,
+  parts: TrainingParts,
+  state: TrainerState,
+): Promise<string> {
+  const step = state.global_step;
+  return saveCheckpointDir(stageDir, step, async (dir) => {
+    await writeSafetensors(
+      join(dir, "trainable.safetensors"),
+      Object.fromEntries(parts.trainable.map(([n, p]) => [n, tensorToSafetensors(p)])),
+      { format: "pt", step: String(step) },
+    );
+    const os = await parts.optimizer.exportState();
+    await writeSafetensors(
+      join(dir, "optimizer.safetensors"),
+      Object.fromEntries(
+        [...os.tensors].map(([n, v]) => [n, { dtype: "F32" as const, shape: [v.length], data: v }]),
+      ),
+      { format: "pt", step: String(os.step) },
+    );
+    await writeJson(join(dir, "scheduler.json"), parts.schedule.state());
+    await writeJson(join(dir, "data_state.json"), parts.data.state());
+    await writeJson(join(dir, "rng_state.json"), {
+      seed: state.args.seed,
+      dropout_forwards: parts.dropoutForwards,
+    });
+    await writeTrainerState(dir, { ...state, trainable: parts.trainable.map(([n]) => n) });
+  });
+}
+
+/**
+ * Restore what {@link saveTrainingCheckpoint} wrote into `parts` (weights, moments, schedule,
+ * data position, dropout stream); returns the checkpoint's trainer state.
+ */
+export async function loadTrainingCheckpoint(
+  dir: string,
+  parts: TrainingParts,
+): Promise<TrainerState> {
+  const state = await readTrainerState(dir);
+  const names = parts.trainable.map(([n]) => n);
+  if (state.trainable && JSON.stringify(state.trainable) !== JSON.stringify(names)) {
+    throw new Error(`${dir}: the checkpoint's trainable tensors differ from this run's`);
+  }
+  const w = await openTensors(join(dir, "trainable.safetensors"));
+  try {
+    for (const [n, t] of parts.trainable) {
+      if (!w.has(n)) throw new Error(`${dir}: trainable.safetensors has no ${n}`);
+      t.write(await w.readF32(n));
+    }
+  } finally {
+    w.close();
+  }
+  const o = await openTensors(join(dir, "optimizer.safetensors"));
+  try {
+    const step = Number(o.metadata().step);
+    const cache = new Map<string, Float32Array>();
+    for (const k of o.keys()) cache.set(k, await o.readF32(k));
+    parts.optimizer.importState(step, (n) => cache.get(n));
+  } finally {
+    o.close();
+  }
+  parts.schedule.restore(await readJson(join(dir, "scheduler.json")));
+  const ds = await readJson<JsonValue>(join(dir, "data_state.json"));
+  if (ds) await parts.data.restore(ds);
+  const rng = await readJson<{ dropout_forwards?: number }>(join(dir, "rng_state.json"));
+  for (let i = 0; i < (rng.dropout_forwards ?? 0); i++) nextDropoutStep();
+  return state;
+}
+
+/** Flags that differ between a checkpoint's run and this one (empty = may resume). */
+export function resumeConflicts(saved: TrainArgs, now: TrainArgs): string[] {
+  const diffs: string[] = [];
+  for (const k of RESUME_KEYS) {
+    if (JSON.stringify(saved[k] ?? null) !== JSON.stringify(now[k] ?? null)) {
+      diffs.push(`--${k} ${JSON.stringify(now[k])} (checkpoint: ${JSON.stringify(saved[k])})`);
+    }
+  }
+  return diffs;
 }

@@ -13,7 +13,7 @@ import { writeTorchBin } from "../io/torch_bin.ts";
 import { PROCESSOR_FILES, saveSiqvl } from "../models/checkpoint.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
 import { runBaseName, shortModelName } from "./checkpoint.ts";
-import type { StagePlan } from "./stages.ts";
+import type { StagePlan } from "./stage.ts";
 
 /** Facts the model card and configs are written from. */
 export interface ExportInfo {

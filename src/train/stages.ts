@@ -1,35 +1,25 @@
-// Stage definitions (what is frozen and what trains) and launcher presets.
+// The stages by number (each an implementation of the Stage interface, stage.ts) and launcher
+// presets.
 //
-//   stage 1: vision tower + LLM frozen (eval mode); projector trains; lr 1e-3.
-//   stage 2: vision tower frozen; projector + LLM train — with --use_lora only the adapters
-//            (r 64, α 16, dropout 0.05, all seven projections) and the projector; lr 2e-5.
-// The vision tower never requires gradients, so no gradient memory is spent on it.
+//   stages 1, 2: supervised.ts (projector alignment; LoRA or full fine-tuning)
 //
 // Presets fill the flags a user did not give, like the original's launcher script: `software`
 // (a CPU/software adapter such as lavapipe: the original's small "Mac" preset), `hardware`
 // (a real GPU; batch sized by the adapter's buffer limits), `auto` = pick by the adapter.
 
 import type { TrainArgs } from "./args.ts";
+import type { Stage } from "./stage.ts";
+import type { StepBatch } from "./step.ts";
+import { SupervisedStage } from "./supervised.ts";
 
-/** What a stage trains. */
-export interface StagePlan {
-  stage: 1 | 2;
-  /** How the language model is treated. */
-  llm: "frozen" | "lora" | "full";
-  /** The projector always trains in stages 1–2. */
-  projector: true;
-  /** The vision tower is always frozen in stages 1–2. */
-  vision: "frozen";
-}
-
-/** The plan for parsed flags. */
-export function stagePlan(a: Pick<TrainArgs, "stage" | "use_lora">): StagePlan {
-  return {
-    stage: a.stage,
-    llm: a.stage === 1 ? "frozen" : a.use_lora ? "lora" : "full",
-    projector: true,
-    vision: "frozen",
-  };
+/** The stage implementation for parsed flags (one entry per stage). */
+export function stageFor(a: TrainArgs): Stage<StepBatch> {
+  switch (a.stage) {
+    case 1:
+    case 2:
+      return new SupervisedStage(a) as Stage<StepBatch>;
+  }
+  throw new Error(`--stage ${a.stage}: no such stage`);
 }
 
 /** Adapter facts a preset is chosen from. */
@@ -46,7 +36,7 @@ export const PRESETS = ["auto", "software", "hardware", "demo"] as const;
 /** Flag values of a preset for a stage (only flags the user left unset are taken). */
 export function presetValues(
   name: string,
-  stage: 1 | 2,
+  stage: number,
   adapter: AdapterInfo,
 ): { name: string; values: Partial<TrainArgs>; why: string } {
   if (!(PRESETS as readonly string[]).includes(name)) {

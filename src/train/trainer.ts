@@ -1,0 +1,532 @@
+// One training run of one stage, from parsed flags to the final model directory — the code path
+// of `cli/train.ts`, the demo and library users (mod.ts exports it).
+//
+//   1. where: a new run directory, or the run and checkpoint being resumed (flags must match);
+//   2. the stage (stages.ts) opens the model, says what trains and opens the data;
+//   3. the loop: StepRunner steps (no readback) → every logging_steps one readback for metrics;
+//      callbacks between steps (eval loss, generation eval, …); a checkpoint every save_steps
+//      (checkpoint.ts: save and restore are one mirrored pair); non-finite steps are skipped on
+//      the GPU and reported, and max_nonfinite_steps in a row stop the run;
+//   4. the final model directory, the loss plot, optionally the hub upload.
+
+import { join, resolve } from "node:path";
+import { Gpu } from "../gpu/device.ts";
+import { pathKind } from "../io/file.ts";
+import type { SiqvlProcessor } from "../data/processor.ts";
+import type { SiqvlModel } from "../models/siqvl.ts";
+import { setDropoutSeed } from "../nn/dropout.ts";
+import { scale } from "../tensor/ops/elementwise.ts";
+import type { TrainArgs } from "./args.ts";
+import {
+  EvalLossCallback,
+  GenEvalCallback,
+  type TrainerCallback,
+  type TrainerView,
+} from "./callbacks.ts";
+import {
+  loadTrainingCheckpoint,
+  readTrainerState,
+  removeStaleTemps,
+  resolveResume,
+  resumeConflicts,
+  rotateCheckpoints,
+  runBaseName,
+  runDirName,
+  saveTrainingCheckpoint,
+  stageDir as stageDirOf,
+  type TrainerState,
+  type TrainingParts,
+  writeTrainerState,
+} from "./checkpoint.ts";
+import { type ExportInfo, writeFinalModel } from "./export.ts";
+import type { GenRow } from "./gen_eval.ts";
+import { type MetricRecord, MetricsLog } from "./metrics.ts";
+import { AdamW } from "./optimizer.ts";
+import { writeLossPlot } from "./plot.ts";
+import { formatDuration, Progress } from "./progress.ts";
+import { LrSchedule, warmupStepsFor } from "./schedule.ts";
+import { stageFor } from "./stages.ts";
+import { frozenStorageDtype } from "./supervised.ts";
+import { writeJson } from "../io/file.ts";
+import { type LossModel, type StepBatch, StepRunner, type StepStats } from "./step.ts";
+
+/** Options of {@link runTraining}. */
+export interface RunOptions {
+  args: TrainArgs;
+  /** Where progress and messages go (default: console.log). */
+  log?: (msg: string) => void;
+  /** Extra callbacks, run after the built-in eval-loss and generation-eval ones. */
+  callbacks?: TrainerCallback[];
+  /** Stop after this many optimizer steps of this process without a final save (tests). */
+  killAfterSteps?: number;
+  /** Return the trained model (the caller disposes it) instead of freeing it. */
+  keepModel?: boolean;
+  /** Progress bar sink (tests). */
+  progress?: { write(text: string): void; isTTY: boolean };
+  /** Test hook: make the loss of these optimizer steps NaN (to exercise the non-finite path). */
+  faultSteps?: (step: number) => boolean;
+}
+
+/** How a run ended. */
+export type RunStatus = "completed" | "killed" | "stopped-nonfinite" | "early-stopped";
+
+/** What a run produced. */
+export interface RunResult {
+  status: RunStatus;
+  runDir: string;
+  stageDir: string;
+  /** The final model directory (the stage dir) when the run completed. */
+  finalDir: string | null;
+  lastCheckpoint: string | null;
+  globalStep: number;
+  totalSteps: number;
+  /** Every step's statistics read back in this process. */
+  steps: StepStats[];
+  metrics: MetricRecord[];
+  evalLoss?: number;
+  genRows?: GenRow[];
+  plotPath: string;
+  metricsPath: string;
+  tensorboardPath: string | null;
+  /** The previous stage's result the run started from. */
+  fromDir?: string;
+  model?: SiqvlModel;
+  processor?: SiqvlProcessor;
+  seconds: number;
+}
+
+function newRunDir(a: TrainArgs): string {
+  const base = a.run_name ??
+    runDirName(a.vision_model_name_or_path, a.text_model_name_or_path, a.stage);
+  let dir = join(a.output_dir, base);
+  for (let k = 2; pathKind(dir); k++) dir = join(a.output_dir, `${base}-${k}`);
+  return dir;
+}
+
+function fmtNum(x: number): string {
+  if (!Number.isFinite(x)) return String(x);
+  return Math.abs(x) >= 100 ? x.toFixed(1) : x.toPrecision(4);
+}
+
+/** A loss model whose loss is NaN on the steps `fault` names (tests of the non-finite path). */
+function withFaults<B extends StepBatch>(
+  base: LossModel<B>,
+  fault: (step: number) => boolean,
+  step: () => number,
+): LossModel<B> {
+  return {
+    statNames: base.statNames,
+    lossOf(b) {
+      const out = base.lossOf(b);
+      if (!fault(step())) return out;
+      return { ...out, loss: scale(out.loss, NaN), dispose: [...(out.dispose ?? []), out.loss] };
+    },
+  };
+}
+
+/** Train one stage. */
+export async function runTraining(opts: RunOptions): Promise<RunResult> {
+  const a = opts.args;
+  const log = opts.log ?? ((s: string) => console.log(s));
+  const t0 = performance.now();
+  const gpu = await Gpu.get();
+  log(`[siqvl] WebGPU: ${gpu.describe()}`);
+  const stage = stageFor(a);
+
+  // ---- where ----
+  const resume = a.resume_from_checkpoint
+    ? resolveResume(
+      a.resume_from_checkpoint,
+      a.output_dir,
+      a.vision_model_name_or_path,
+      a.text_model_name_or_path,
+      a.stage,
+    )
+    : null;
+  let resumed: TrainerState | null = null;
+  if (resume) {
+    log(`[siqvl] resuming from ${resume.checkpoint}`);
+    resumed = await readTrainerState(resume.checkpoint);
+    const diffs = resumeConflicts(resumed.args, a);
+    if (diffs.length) {
+      throw new Error(
+        `cannot resume: these flags differ from the checkpoint's run: ${diffs.join("; ")}`,
+      );
+    }
+  }
+  const ctx = { gpu, args: a, log, resumed };
+  const { bundle, from } = await stage.openModel(ctx);
+  const { model, processor } = bundle;
+  const runDir = resume ? resolve(resume.runDir) : resolve(newRunDir(a));
+  const stageDir = resume ? resolve(resume.stageDir) : stageDirOf(runDir, a.stage);
+
+  const cleanup: (() => Promise<void> | void)[] = [];
+  try {
+    await Deno.mkdir(stageDir, { recursive: true });
+    for (const n of removeStaleTemps(stageDir)) log(`[siqvl] removed an interrupted save: ${n}`);
+    log(`[siqvl] stage ${a.stage} (${stage.describe()}); run directory ${stageDir}`);
+
+    // ---- what trains ----
+    const trainable = stage.trainable(model);
+    model.text.gradientCheckpointing = a.gradient_checkpointing;
+    const numTrainable = trainable.reduce((s, [, t]) => s + t.size, 0);
+    const numTotal = model.numParameters();
+    log(
+      `[siqvl] parameters: ${numTotal.toLocaleString("en-US")} total, ` +
+        `${numTrainable.toLocaleString("en-US")} trainable (${trainable.length} tensors, ` +
+        `${(100 * numTrainable / numTotal).toFixed(2)}%); frozen weights stored as ` +
+        `${frozenStorageDtype(a)}; image tokens per image ${model.imageTokensPerImage}`,
+    );
+
+    // ---- data ----
+    const data = await stage.openData(ctx, bundle);
+    cleanup.push(() => data.close());
+    const perStep = a.per_device_train_batch_size * a.gradient_accumulation_steps;
+    let totalSteps = a.max_steps;
+    if (totalSteps <= 0) {
+      if (!isFinite(data.numTrain)) {
+        throw new Error(
+          `--max_steps ${a.max_steps}: one pass over ${data.description} has no end; give ` +
+            "--max_steps or --max_samples",
+        );
+      }
+      totalSteps = Math.max(1, Math.ceil(data.numTrain / perStep));
+    }
+    log(
+      `[siqvl] data: ${data.description}; ${
+        isFinite(data.numTrain) ? data.numTrain : "unbounded"
+      } training samples, ${data.numEval} held out; ${totalSteps} steps of ${perStep} samples ` +
+        `(${a.per_device_train_batch_size} × ${a.gradient_accumulation_steps})`,
+    );
+
+    // ---- optimisation ----
+    const optimizer = new AdamW(trainable, {
+      beta1: 0.9,
+      beta2: 0.999,
+      eps: 1e-8,
+      weightDecay: a.weight_decay,
+      maxGradNorm: a.max_grad_norm,
+    });
+    cleanup.push(() => optimizer.dispose());
+    const schedule = new LrSchedule({
+      type: a.lr_scheduler_type,
+      baseLr: a.learning_rate,
+      totalSteps,
+      warmupSteps: warmupStepsFor(totalSteps, a.warmup_ratio),
+    });
+    let globalStep = 0;
+    const baseLoss = stage.lossModel(model);
+    const lossModel = opts.faultSteps
+      ? withFaults(baseLoss, opts.faultSteps, () => globalStep + 1)
+      : baseLoss;
+    const runner = new StepRunner(gpu, lossModel, optimizer, a.logging_steps);
+    cleanup.push(() => runner.dispose());
+    setDropoutSeed(a.seed);
+
+    // ---- callbacks ----
+    const evalCb = data.evalSource ? new EvalLossCallback(data.evalSource, baseLoss) : null;
+    const genCb = data.genSamples.length ? new GenEvalCallback(data.genSamples) : null;
+    if (genCb) cleanup.push(() => genCb.close());
+    const callbacks: TrainerCallback[] = [
+      ...(evalCb ? [evalCb] : []),
+      ...(genCb ? [genCb] : []),
+      ...(opts.callbacks ?? []),
+    ];
+
+    // ---- resume ----
+    const parts: TrainingParts = {
+      trainable,
+      optimizer,
+      schedule,
+      data: data.train,
+      dropoutForwards: 0,
+    };
+    const metricsPath = join(stageDir, "metrics.jsonl");
+    const plotPath = join(stageDir, "loss.svg");
+    let history: MetricRecord[] = [];
+    let lastCheckpoint: string | null = null;
+    let consecutiveNonFinite = 0;
+    if (resume) {
+      const st = await loadTrainingCheckpoint(resume.checkpoint, parts);
+      globalStep = st.global_step;
+      history = st.log_history ?? [];
+      lastCheckpoint = resume.checkpoint;
+      consecutiveNonFinite = st.consecutive_nonfinite ?? 0;
+      for (const cb of callbacks) {
+        const s = st.callbacks?.[cb.name];
+        if (s !== undefined) cb.restore?.(s);
+      }
+      // The metrics file continues from the checkpoint: drop what a killed run logged after it.
+      await Deno.writeTextFile(metricsPath, history.map((r) => JSON.stringify(r) + "\n").join(""));
+      log(`[siqvl] resumed at step ${globalStep} of ${totalSteps} (lr ${schedule.lr()})`);
+    } else {
+      await Deno.remove(metricsPath).catch(() => {});
+    }
+    const metrics = new MetricsLog(metricsPath, {
+      history,
+      tensorboardDir: a.report_to.includes("tensorboard")
+        ? join(runDir, "runs", `stage${a.stage}`)
+        : undefined,
+    });
+    cleanup.push(() => metrics.close());
+    await writeJson(join(stageDir, "training_args.json"), { ...a, total_steps: totalSteps });
+
+    const progress = new Progress(totalSteps, globalStep, {
+      label: `stage${a.stage}`,
+      intervalSec: 30,
+      everySteps: a.logging_steps,
+      sink: opts.progress,
+    });
+    cleanup.push(() => progress.done());
+    const say = (m: string) => progress.log(m);
+    const view: TrainerView = { args: a, model, processor, metrics, totalSteps, say };
+
+    // Wall time spent in callbacks and saves is not training throughput.
+    let windowStart = performance.now(), pausedMs = 0;
+    const paused = async (f: () => Promise<void>) => {
+      const t = performance.now();
+      try {
+        await f();
+      } finally {
+        pausedMs += performance.now() - t;
+      }
+    };
+
+    // ---- logging ----
+    const allSteps: StepStats[] = [];
+    let sinceLog: StepStats[] = [];
+    let lastTrainLoss: number | undefined;
+    let stopReason: RunStatus | null = null;
+
+    const drain = async (): Promise<void> => {
+      for (const s of await runner.drain()) {
+        allSteps.push(s);
+        sinceLog.push(s);
+        if (s.finite) {
+          consecutiveNonFinite = 0;
+          continue;
+        }
+        consecutiveNonFinite++;
+        // The GPU left weights and moments untouched: do not count the update.
+        optimizer.step = Math.max(0, optimizer.step - 1);
+        const msg = `step ${s.step}: non-finite loss or gradients (loss ${s.loss}, grad norm ` +
+          `${s.gradNorm}); update skipped`;
+        say(`[siqvl] ${msg}`);
+        metrics.log({ type: "event", step: s.step, event: "skipped_step", message: msg });
+        if (consecutiveNonFinite >= a.max_nonfinite_steps) stopReason = "stopped-nonfinite";
+      }
+    };
+
+    const logTrain = (): void => {
+      const st = sinceLog;
+      if (!st.length) return;
+      const now = performance.now();
+      const sec = Math.max(1, now - windowStart - pausedMs) / 1000;
+      const fin = st.filter((s) => s.finite);
+      const last = st[st.length - 1];
+      const mean = (f: (s: StepStats) => number) =>
+        fin.length ? fin.reduce((s, x) => s + f(x), 0) / fin.length : NaN;
+      const loss = mean((s) => s.loss);
+      const mem = gpu.memory();
+      const rec = metrics.log({
+        type: "train",
+        step: last.step,
+        epoch: Number((last.step * perStep / data.numTrain).toFixed(4)) || 0,
+        loss,
+        lr: last.lr,
+        grad_norm: last.gradNorm,
+        ...Object.fromEntries(runner.statNames.map((k) => [k, mean((s) => s.stats[k])])),
+        tokens_per_sec: st.reduce((s, x) => s + x.tokens, 0) / sec,
+        samples_per_sec: st.reduce((s, x) => s + x.samples, 0) / sec,
+        step_time_sec: sec / st.length,
+        gpu_live_bytes: mem.live,
+        gpu_peak_bytes: mem.peak,
+        skipped_steps: st.length - fin.length,
+      });
+      lastTrainLoss = Number.isFinite(loss) ? loss : lastTrainLoss;
+      progress.update(
+        last.step,
+        `loss ${fmtNum(loss)} lr ${last.lr.toExponential(2)} grad ${fmtNum(last.gradNorm)} ` +
+          `${Math.round(rec.tokens_per_sec as number)} tok/s`,
+      );
+      sinceLog = [];
+      windowStart = now;
+      pausedMs = 0;
+    };
+
+    const trainerState = (step: number): TrainerState => ({
+      global_step: step,
+      max_steps: totalSteps,
+      stage: a.stage,
+      optimizer_step: optimizer.step,
+      log_history: metrics.records,
+      callbacks: Object.fromEntries(
+        callbacks.filter((c) => c.state).map((c) => [c.name, c.state!()]),
+      ),
+      best_model_checkpoint: evalCb?.best.checkpoint ?? null,
+      consecutive_nonfinite: consecutiveNonFinite,
+      from_dir: from,
+      args: a,
+    });
+
+    const save = async (step: number): Promise<void> => {
+      const t = performance.now();
+      await drain();
+      if (sinceLog.length && step % a.logging_steps === 0) logTrain();
+      if (consecutiveNonFinite > 0) {
+        // Inside a streak of non-finite steps: keep the last good checkpoint as the latest.
+        const msg = `checkpoint at step ${step} skipped: the last ${consecutiveNonFinite} ` +
+          "step(s) had non-finite loss or gradients";
+        say(`[siqvl] ${msg}`);
+        metrics.log({ type: "event", step, event: "checkpoint_skipped", message: msg });
+        return;
+      }
+      parts.dropoutForwards = step * a.gradient_accumulation_steps;
+      const path = await saveTrainingCheckpoint(stageDir, parts, trainerState(step));
+      lastCheckpoint = path;
+      for (const cb of callbacks) cb.onSave?.(step, path);
+      const keep = callbacks.map((c) => c.protectedCheckpoint?.()).find((p) => p) ?? undefined;
+      for (const r of rotateCheckpoints(stageDir, a.save_total_limit, keep)) {
+        say(`[siqvl] removed old checkpoint ${r}`);
+      }
+      await writeLossPlot(plotPath, metrics.trainLoss(), metrics.evalLoss());
+      say(`[siqvl] saved ${path} (${((performance.now() - t) / 1000).toFixed(1)} s)`);
+    };
+
+    // ---- the loop ----
+    let killed = false;
+    let stepsThisProcess = 0;
+    model.train(true);
+    if (globalStep === 0) {
+      for (const cb of callbacks) if (cb.onStart) await paused(() => cb.onStart!(view));
+    }
+    windowStart = performance.now();
+    pausedMs = 0;
+    while (globalStep < totalSteps) {
+      const window: StepBatch[] = [];
+      for (let k = 0; k < a.gradient_accumulation_steps; k++) {
+        const b = await data.train.next();
+        if (!b) throw new Error(`the training data (${data.description}) ended unexpectedly`);
+        window.push(b);
+      }
+      const step = globalStep + 1;
+      await runner.run(step, window, schedule.lr());
+      schedule.advance();
+      globalStep = step;
+      stepsThisProcess++;
+      if (step % a.logging_steps === 0 || step === totalSteps) {
+        await drain();
+        logTrain();
+      } else progress.update(step);
+      if (stopReason) break;
+      if (step !== totalSteps) {
+        for (const cb of callbacks) if (cb.onStep) await paused(() => cb.onStep!(view, step));
+        if (step % a.save_steps === 0) await paused(() => save(step));
+      }
+      const early = callbacks.map((c) => c.shouldStop?.()).find((r) => r);
+      if (early) stopReason = "early-stopped";
+      if (stopReason) break;
+      if (opts.killAfterSteps !== undefined && stepsThisProcess >= opts.killAfterSteps) {
+        killed = true;
+        break;
+      }
+    }
+    await drain();
+    if (sinceLog.length) logTrain();
+    progress.done();
+
+    // ---- the end ----
+    let finalDir: string | null = null;
+    const status = (killed ? "killed" : stopReason ?? "completed") as RunStatus;
+    if (status === "stopped-nonfinite") {
+      log(
+        `[siqvl] stopping: ${consecutiveNonFinite} consecutive steps with non-finite loss or ` +
+          `gradients. Last good checkpoint: ${lastCheckpoint ?? "(none saved yet)"}`,
+      );
+    } else if (status !== "killed") {
+      for (const cb of callbacks) if (cb.onEnd) await cb.onEnd(view, globalStep);
+      const info: ExportInfo = {
+        visionId: a.vision_model_name_or_path,
+        textId: a.text_model_name_or_path,
+        plan: stage.plan,
+        globalStep,
+        learningRate: a.learning_rate,
+        batchSize: a.per_device_train_batch_size,
+        gradientAccumulation: a.gradient_accumulation_steps,
+        lora: model.text.loraLinears().length
+          ? {
+            r: a.lora_r,
+            alpha: a.lora_alpha,
+            dropout: a.lora_dropout,
+            targets: a.lora_target_modules,
+          }
+          : undefined,
+        dataset: a.data_path,
+        subsets: a.data_path.startsWith("shapes") || /\.jsonl?$/.test(a.data_path)
+          ? undefined
+          : a.sub_sets,
+        trainLoss: lastTrainLoss,
+        numTrainable,
+        numTotal,
+        precision: `${frozenStorageDtype(a)} storage of frozen weights; f32 math, activations, ` +
+          "gradients, trainable weights and AdamW moments",
+        genMaxNewTokens: a.gen_max_new_tokens,
+        tokenizerFrom: bundle.tokenizerFrom,
+        ...Object.assign({}, ...callbacks.map((c) => c.exportInfo?.() ?? {})),
+        ...stage.exportInfo?.(),
+      };
+      const hubId = a.push_to_hub
+        ? a.hub_model_id ??
+          runBaseName(a.vision_model_name_or_path, a.text_model_name_or_path, a.stage)
+        : undefined;
+      const exp = await writeFinalModel(model, processor, stageDir, info, {
+        mergeLora: a.merge_lora,
+        pytorchBin: a.save_pytorch_bin,
+        hubId,
+      });
+      finalDir = exp.dir;
+      const { callbacks: _c, consecutive_nonfinite: _n, optimizer_step: _o, ...final } =
+        trainerState(globalStep);
+      await writeTrainerState(stageDir, final);
+      log(`[siqvl] final model: ${finalDir}${exp.merged ? ` (merged LoRA: ${exp.merged})` : ""}`);
+      if (hubId) {
+        const { pushToHub } = await import("./hub.ts");
+        const url = await pushToHub(finalDir, hubId, { log, stage: a.stage });
+        log(`[siqvl] pushed to ${url}`);
+      }
+    }
+    await writeLossPlot(plotPath, metrics.trainLoss(), metrics.evalLoss());
+    const seconds = (performance.now() - t0) / 1000;
+    log(
+      `[siqvl] stage ${a.stage} ${status} after ${globalStep} steps in ${
+        formatDuration(seconds)
+      }; plot ${plotPath}`,
+    );
+    const result: RunResult = {
+      status,
+      runDir,
+      stageDir,
+      finalDir,
+      lastCheckpoint,
+      globalStep,
+      totalSteps,
+      steps: allSteps,
+      metrics: metrics.records,
+      evalLoss: evalCb ? metrics.evalLoss().at(-1)?.[1] : undefined,
+      genRows: genCb?.rows,
+      plotPath,
+      metricsPath,
+      tensorboardPath: metrics.tensorboardPath,
+      fromDir: from ?? undefined,
+      seconds,
+    };
+    if (opts.keepModel) {
+      result.model = model;
+      result.processor = processor;
+    }
+    return result;
+  } finally {
+    for (const f of cleanup.reverse()) await f();
+    if (!opts.keepModel) model.dispose();
+  }
+}
