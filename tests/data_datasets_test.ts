@@ -510,7 +510,7 @@ Deno.test("split: eval is the first max_eval_samples, train the rest up to max_s
 });
 
 Deno.test("--data_path: FineVision folder split into eval + train; resume needs the same split", async () => {
-  const { openDatasets } = await import("../src/train/data.ts");
+  const { openDatasets } = await import("../src/data/datasets/open.ts");
   const spec = {
     dataPath: FV,
     subSets: ["alpha"],

@@ -10,7 +10,7 @@
 //   final_loss    = loss after the last update; final weights = every trainable tensor then.
 //
 // Importing this module registers the sections `train.stage1`, `train.full` and `train.lora`
-// with the fixture runner (src/models/fixture.ts, cli/fixture.ts).
+// with the fixture runner (src/parity/fixture.ts, cli/fixture.ts).
 
 import { join } from "node:path";
 import { type Batch, batchOf } from "../data/collator.ts";
