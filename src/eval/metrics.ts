@@ -12,6 +12,7 @@
 //   relaxed_accuracy  (5% relative tolerance)          relaxed_accuracy
 //   yes_no            exact | pope                     yes_no_accuracy, _precision, _recall,
 //                                                      _f1, _yes_ratio
+// Rows with a category add "<key>/<category>" means (multiple choice: also their macro mean).
 
 import { anls } from "./anls.ts";
 import { type ChoiceRules, scoreChoice } from "./choice.ts";
@@ -54,9 +55,24 @@ export interface Metric {
 
 const mean = (xs: readonly number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
 
+/** Per-category means of the per-sample scores ("key/<category>"), when rows have categories. */
+function byCategory(key: string, rows: readonly { score: SampleScore; doc: EvalDoc }[]) {
+  const groups = new Map<string, number[]>();
+  for (const x of rows) {
+    if (x.doc.category === undefined) continue;
+    const l = groups.get(x.doc.category) ?? [];
+    l.push(x.score.score);
+    groups.set(x.doc.category, l);
+  }
+  const out: Record<string, number> = {};
+  for (const c of [...groups.keys()].sort()) out[`${key}/${c}`] = mean(groups.get(c)!);
+  return out;
+}
+
 function meanOf(key: string) {
-  return (rows: readonly { score: SampleScore }[]) => ({
+  return (rows: readonly { score: SampleScore; doc: EvalDoc }[]) => ({
     [key]: mean(rows.map((r) => r.score.score)),
+    ...byCategory(key, rows),
   });
 }
 
@@ -104,19 +120,9 @@ const FAMILIES: Record<string, Family> = {
         return { score: res.correct ? 1 : 0, parsed: res.letter ?? "" };
       },
       aggregate: (rows) => {
-        const out: Record<string, number> = { mc_accuracy: mean(rows.map((x) => x.score.score)) };
-        const byCat = new Map<string, number[]>();
-        for (const x of rows) {
-          if (x.doc.category === undefined) continue;
-          const l = byCat.get(x.doc.category) ?? [];
-          l.push(x.score.score);
-          byCat.set(x.doc.category, l);
-        }
-        if (byCat.size) {
-          const cats = [...byCat.keys()].sort();
-          for (const c of cats) out[`mc_accuracy/${c}`] = mean(byCat.get(c)!);
-          out.mc_accuracy_macro = mean(cats.map((c) => mean(byCat.get(c)!)));
-        }
+        const out: Record<string, number> = meanOf("mc_accuracy")(rows);
+        const cats = Object.keys(out).filter((k) => k.startsWith("mc_accuracy/"));
+        if (cats.length) out.mc_accuracy_macro = mean(cats.map((k) => out[k]));
         return out;
       },
     }),
@@ -154,6 +160,7 @@ const FAMILIES: Record<string, Family> = {
           yes_no_recall: s.recall,
           yes_no_f1: s.f1,
           yes_no_yes_ratio: s.yes_ratio,
+          ...byCategory("yes_no_accuracy", rows),
         };
       },
     }),
@@ -184,9 +191,4 @@ export function parseMetric(spec: string): Metric {
   }
   const r = rules ?? fam.rules[0];
   return { spec: r ? `${name}:${r}` : name, name, rules: r, ...fam.make(r) };
-}
-
-/** The headline value of a metric's aggregate (the first key, e.g. vqa_accuracy). */
-export function headlineKey(metric: Metric): string {
-  return metric.name === "yes_no" ? "yes_no_accuracy" : metric.name;
 }
