@@ -7,7 +7,8 @@
 // attends over slots [0, lens[i]] through the key mask (the causal offset is set past every slot,
 // so only the mask decides). Rows are kept dense: a leaving row is replaced by the last one, so a
 // step over `rows` rows is a forward of batch `rows` on views of the first rows of the buffers.
-// A newcomer is prefilled on its own (prefill_job.ts) and its slots copied into free rows.
+// Newcomers are prefilled together (prefill_job.ts) and their real slots copied into free rows
+// (left padding dropped: keys carry their RoPE positions, so slot order does not matter).
 
 import type { Gpu } from "../gpu/device.ts";
 import type { KVStore } from "../models/qwen2.ts";
@@ -81,29 +82,30 @@ export class BatchKV implements KVStore {
   }
 
   /**
-   * Add `copies` rows holding the slots of row 0 of `src` (a prefilled single-prompt cache).
-   * Returns the new rows' indices.
+   * Add `copies` rows holding slots [skip, src.length) of row `srcRow` of `src` (a prefilled
+   * cache; `skip` = that row's left padding). Returns the new rows' indices.
    */
-  join(src: KVCache, copies = 1): number[] {
-    if (src.batch !== 1 || src.kvHeads !== this.kvHeads || src.headDim !== this.headDim) {
-      throw new Error("batch KV cache: join needs a one-row cache of the same head shape");
+  join(src: KVCache, srcRow = 0, skip = 0, copies = 1): number[] {
+    if (src.kvHeads !== this.kvHeads || src.headDim !== this.headDim || srcRow >= src.batch) {
+      throw new Error(`batch KV cache: cannot join row ${srcRow} of a ${src.batch}-row cache`);
     }
     if (this.rows + copies > this.maxRows) {
       throw new Error(`batch KV cache: ${this.rows} + ${copies} rows > ${this.maxRows}`);
     }
-    if (src.length > this.capacity) {
-      throw new Error(`batch KV cache: a ${src.length}-slot prompt exceeds ${this.capacity}`);
+    const len = src.length - skip;
+    if (len > this.capacity) {
+      throw new Error(`batch KV cache: a ${len}-slot prompt exceeds ${this.capacity}`);
     }
-    const used = src.length * this.slotBytes;
+    const from = (srcRow * src.capacity + skip) * this.slotBytes;
     const out: number[] = [];
     for (let c = 0; c < copies; c++) {
       const row = this.rows;
       for (let l = 0; l < this.layers; l++) {
-        const dst = row * this.rowBytes;
-        this.gpu.copy(src.k[l].storage.buffer, 0, this.k[l].storage.buffer, dst, used);
-        this.gpu.copy(src.v[l].storage.buffer, 0, this.v[l].storage.buffer, dst, used);
+        const dst = row * this.rowBytes, n = len * this.slotBytes;
+        this.gpu.copy(src.k[l].storage.buffer, from, this.k[l].storage.buffer, dst, n);
+        this.gpu.copy(src.v[l].storage.buffer, from, this.v[l].storage.buffer, dst, n);
       }
-      this.lens.push(src.length);
+      this.lens.push(len);
       out.push(row);
     }
     return out;

@@ -2,10 +2,11 @@
 //
 // Each loop iteration
 //   1. drops cancelled jobs (their rows leave the batch at once);
-//   2. prefills newcomers, at most `prefillChunk` prompt positions per iteration (a long prompt
-//      spans several iterations), while the batch has free rows; a finished prefill picks each
-//      choice's first token and copies the prompt's slots into one row per choice (n > 1 shares
-//      one prefill);
+//   2. prefills newcomers while the batch has free rows: the waiting jobs at the head of the
+//      queue that share an adapter and fit `prefillTokens` padded positions are prefilled together,
+//      at most `prefillChunk` positions per iteration (a long prompt spans several iterations);
+//      a finished prefill picks each choice's first token and copies the prompt's slots into one
+//      row per choice (n > 1 shares one prefill);
 //   3. runs one decode step per adapter group over all of its live rows (BatchKV), picks the
 //      next token of every row and removes the rows that finished.
 // Rows join and leave between steps; requests never wait for each other to finish. With
@@ -58,8 +59,12 @@ export interface EngineOptions {
   maxQueue: number;
   /** KV slots per row: prompt + new tokens of one sequence at most. */
   capacity: number;
-  /** Prompt positions prefilled per loop iteration (default 256). */
+  /** Padded prompt positions per row prefilled per loop iteration (default 256). */
   prefillChunk?: number;
+  /** Padded positions (rows × longest prompt) of one prefill group (default 4096). */
+  prefillTokens?: number;
+  /** Id of the prefill's left padding. */
+  padId: number;
   /** Ids that end a choice. */
   stopIds: number[];
   adapters?: AdapterSet;
@@ -89,7 +94,7 @@ interface Group {
 }
 
 interface Prefilling {
-  job: EngineJob;
+  jobs: EngineJob[];
   pf: PrefillJob;
   pixels?: Tensor;
 }
@@ -117,7 +122,8 @@ export class Engine {
 
   /** Sequences in the decode batch or being prefilled. */
   get running(): number {
-    let n = this.#prefilling ? this.#prefilling.job.choices.length : 0;
+    let n = 0;
+    for (const j of this.#prefilling?.jobs ?? []) n += j.choices.length;
     for (const g of this.#groups.values()) n += g.seqs.length;
     return n;
   }
@@ -160,7 +166,7 @@ export class Engine {
         this.#prefilling = null;
         if (p) {
           this.#disposePrefill(p);
-          this.#finishJob(p.job, "error", e as Error);
+          for (const j of p.jobs) this.#finishJob(j, "error", e as Error);
         }
       }
       const stepped = await this.#decodeAll();
@@ -178,12 +184,6 @@ export class Engine {
         this.#waiting.splice(i, 1);
         this.#finishJob(j, "cancelled");
       }
-    }
-    const p = this.#prefilling;
-    if (p && aborted(p.job)) {
-      this.#prefilling = null;
-      this.#disposePrefill(p);
-      this.#finishJob(p.job, "cancelled");
     }
     for (const g of this.#groups.values()) {
       for (let i = g.seqs.length - 1; i >= 0; i--) {
@@ -213,42 +213,62 @@ export class Engine {
     return n;
   }
 
-  /** Prefill newcomers within this iteration's budget of prompt positions. */
+  /** Start a prefill group from the head of the queue, or continue the current one. */
   async #admit(): Promise<void> {
-    let budget = this.#chunk;
-    while (budget > 0) {
-      if (!this.#prefilling) {
-        const job = this.#waiting[0];
-        if (!job || this.#liveRows() + job.choices.length > this.opts.maxBatch) return;
-        this.#waiting.shift();
-        const pixels = job.images?.length ? imagesTensor(this.model, job.images) : undefined;
-        this.#prefilling = { job, pixels, pf: new PrefillJob(this.model, job.promptIds, pixels) };
-      }
-      const p = this.#prefilling;
-      const n = Math.min(budget, p.pf.remaining);
-      this.opts.adapters?.activate(p.job.adapter);
-      const logits = await p.pf.step(n);
-      budget -= n;
-      if (this.opts.metrics) this.opts.metrics.promptTokens += n;
-      if (logits) {
-        this.#prefilling = null;
-        try {
-          this.#join(p, logits);
-        } finally {
-          this.#disposePrefill(p);
-        }
-      }
+    if (!this.#prefilling) {
+      const jobs = this.#takeGroup();
+      if (jobs.length === 0) return;
+      const images = jobs.flatMap((j) => j.images ?? []);
+      const pixels = images.length ? imagesTensor(this.model, images) : undefined;
+      const pf = new PrefillJob(this.model, jobs.map((j) => j.promptIds), pixels, this.opts.padId);
+      this.#prefilling = { jobs, pixels, pf };
+    }
+    const p = this.#prefilling;
+    const n = Math.min(this.#chunk, p.pf.remaining);
+    this.opts.adapters?.activate(p.jobs[0].adapter);
+    const logits = await p.pf.step(n);
+    if (!logits) return;
+    this.#prefilling = null;
+    const m = this.opts.metrics;
+    if (m) { for (const j of p.jobs) m.promptTokens += j.promptIds.length; }
+    try {
+      const vocab = this.model.config.text.vocabSize;
+      p.jobs.forEach((job, i) => {
+        if (job.signal?.aborted) this.#finishJob(job, "cancelled");
+        else this.#join(job, p.pf, i, logits.subarray(i * vocab, (i + 1) * vocab));
+      });
+    } finally {
+      this.#disposePrefill(p);
     }
   }
 
+  /** The waiting jobs at the head of the queue that can be prefilled together now. */
+  #takeGroup(): EngineJob[] {
+    const free = this.opts.maxBatch - this.#liveRows();
+    const budget = this.opts.prefillTokens ?? 4096;
+    const jobs: EngineJob[] = [];
+    let rows = 0, longest = 0;
+    for (const job of this.#waiting) {
+      if (jobs.length > 0 && job.adapter !== jobs[0].adapter) break;
+      const len = Math.max(longest, job.promptIds.length);
+      if (rows + job.choices.length > free) break;
+      if (jobs.length > 0 && (jobs.length + 1) * len > budget) break;
+      jobs.push(job);
+      rows += job.choices.length;
+      longest = len;
+    }
+    this.#waiting.splice(0, jobs.length);
+    return jobs;
+  }
+
   /** Choose each choice's first token and give the unfinished ones rows. */
-  #join(p: Prefilling, logits: Float32Array): void {
+  #join(job: EngineJob, pf: PrefillJob, row: number, logits: Float32Array): void {
     const live: Seq[] = [];
-    for (const spec of p.job.choices) {
+    for (const spec of job.choices) {
       const s: Seq = {
-        job: p.job,
+        job,
         spec,
-        seen: [...p.job.promptIds],
+        seen: [...job.promptIds],
         counts: new Map(),
         random: rng(spec.seed),
         last: -1,
@@ -257,7 +277,7 @@ export class Engine {
       if (this.#advance(s, logits.slice())) live.push(s);
     }
     if (live.length === 0) return;
-    const key = p.job.adapter ?? "";
+    const key = job.adapter ?? "";
     let g = this.#groups.get(key);
     if (!g) {
       const c = this.model.config.text;
@@ -272,7 +292,7 @@ export class Engine {
       g = { kv, seqs: [] };
       this.#groups.set(key, g);
     }
-    g.kv.join(p.pf.cache, live.length);
+    g.kv.join(pf.cache, row, pf.padding(row), live.length);
     g.seqs.push(...live);
   }
 

@@ -127,6 +127,7 @@ export class ChatService {
       maxQueue: opts.maxQueue ?? 64,
       capacity: this.capacity,
       prefillChunk: opts.prefillChunk,
+      padId: bundle.processor.ids.pad,
       stopIds: bundle.processor.stopIds(),
       adapters: opts.adapters,
       metrics: this.metrics,
