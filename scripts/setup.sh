@@ -29,8 +29,8 @@ if [ "${ID:-}" = debian ] && [ -n "${VERSION_CODENAME:-}" ]; then
   backports="${VERSION_CODENAME}-backports"
   if ! grep -rqs -- "$backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
     # The first non-security Debian mirror already configured (deb822 "URIs:" or a "deb" line).
-    mirror=$(grep -rhsE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ |
-      grep -v security | grep -oE 'https?://[^ ]+/debian/?( |$)' | head -1 | tr -d ' ')
+    mirror=$({ grep -rhsE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ || true; } |
+      grep -v security | grep -oE 'https?://[^ ]+/debian/?( |$)' | head -1 | tr -d ' ' || true)
     mirror=${mirror:-http://deb.debian.org/debian/}
     echo "[setup] adding ${backports} (${mirror})"
     echo "deb ${mirror%/} ${backports} main" >/etc/apt/sources.list.d/siqvl-backports.list
