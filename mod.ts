@@ -26,3 +26,5 @@ export * from "./src/infer/mod.ts";
 export * as data from "./src/data/mod.ts";
 /** safetensors / PyTorch .bin readers and writers, hub download, cache and upload. */
 export * as io from "./src/io/mod.ts";
+/** Training: run a stage (`trainFromArgv`, `runTraining`), the stage interface, callbacks. */
+export * as train from "./src/train/mod.ts";

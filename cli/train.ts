@@ -2,51 +2,12 @@
 // Flags: see --help (src/train/args.ts). Exit status: 0 done, 1 error, 2 stopped on non-finite
 // losses/gradients (the last good checkpoint is named in the log).
 
-import { applyPreset, presetValues } from "../src/train/stages.ts";
-import { finalizeArgs, parseTrainArgs, trainHelp } from "../src/train/args.ts";
-import { type RunOptions, type RunResult, runTraining } from "../src/train/trainer.ts";
+import { trainHelp } from "../src/train/args.ts";
+import { argsFromArgv, runTraining } from "../src/train/trainer.ts";
 import { Gpu } from "../src/gpu/device.ts";
 import { announce } from "../src/gpu/announce.ts";
-import type { TrainArgs } from "../src/train/args.ts";
 
-/** Flags → validated TrainArgs (a preset, when named, fills the flags not given). */
-export async function argsFromArgv(
-  argv: string[],
-  env: Record<string, string | undefined> = {},
-  log: (s: string) => void = console.log,
-): Promise<TrainArgs | null> {
-  const parsed = parseTrainArgs(argv, env);
-  if (parsed.help) return null;
-  let args = parsed.args;
-  if (args.preset) {
-    const gpu = await Gpu.get();
-    const p = presetValues(args.preset, args.stage, {
-      isFallbackAdapter: gpu.isFallbackAdapter,
-      maxBufferSize: gpu.limits.maxBufferSize,
-      maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize,
-      description: gpu.adapterDescription,
-    });
-    args = { ...args };
-    const set = applyPreset(args, parsed.explicit, p.values);
-    log(
-      `[siqvl] preset "${p.name}" (${p.why}) sets: ${
-        set.map((k) => `${k}=${JSON.stringify((args as unknown as Record<string, unknown>)[k])}`)
-          .join(", ") || "nothing (all given)"
-      }`,
-    );
-  }
-  return finalizeArgs(args, parsed.explicit);
-}
-
-/** Train from command-line flags (what `deno task train` runs; the demo calls it too). */
-export async function trainFromArgv(
-  argv: string[],
-  opts: Omit<RunOptions, "args"> & { env?: Record<string, string | undefined> } = {},
-): Promise<RunResult> {
-  const args = await argsFromArgv(argv, opts.env ?? {}, opts.log);
-  if (!args) throw new Error("--help is not a training run");
-  return runTraining({ ...opts, args });
-}
+export { argsFromArgv, trainFromArgv } from "../src/train/trainer.ts";
 
 /** The CLI: returns the process exit code. */
 export async function main(argv: string[]): Promise<number> {

@@ -2,7 +2,7 @@
 // module's URL — from disk for a local checkout, over HTTP(S) when siqvl is imported from a URL —
 // never from the working directory.
 
-/** Every shader file in `shaders/` (without `.wgsl`). tests/shaders_test.ts keeps this in sync. */
+/** Every shader file in `shaders/` (without `.wgsl`). tests/url_import_test.ts keeps this in sync. */
 export const SHADER_FILES: readonly string[] = [
   "attention",
   "cast",

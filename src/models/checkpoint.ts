@@ -15,6 +15,7 @@ import { writeStateDict } from "../io/state_dict.ts";
 import type { TensorData } from "../io/tensor_input.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { loadParameter } from "../nn/load.ts";
+import { isLoraParam } from "../nn/lora.ts";
 import type { Parameter } from "../nn/parameter.ts";
 import { add, cast, matmul, noGrad, scale, tidy } from "../tensor/mod.ts";
 import {
@@ -56,8 +57,6 @@ function requireNone(missing: string[], what: string): void {
     );
   }
 }
-
-const isLora = (name: string) => name.includes(".lora_A.") || name.includes(".lora_B.");
 
 /** Options for building a SiQ-VL model from separate vision and text checkpoints. */
 export interface BuildSiqvlOptions {
@@ -113,7 +112,7 @@ export async function buildSiqvl(gpu: Gpu, opts: BuildSiqvlOptions): Promise<Siq
   }
   const tr = await openTensors(textDir);
   try {
-    const tParams = params.filter(([n]) => n.startsWith("text_model.") && !isLora(n));
+    const tParams = params.filter(([n]) => n.startsWith("text_model.") && !isLoraParam(n));
     const missing = await fill(gpu, tParams, tr, (n) => n.slice("text_model.".length));
     requireNone(missing, `text checkpoint ${tr.path}`);
   } finally {
@@ -333,7 +332,7 @@ export async function saveSiqvl(
   );
   const tensors: Record<string, TensorData> = {};
   for (const [name, p] of model.namedParameters()) {
-    if (isLora(name)) continue;
+    if (isLoraParam(name)) continue;
     const lin = merge ? loraByWeight.get(p) : undefined;
     if (lin?.lora?.enabled) {
       const l = lin.lora;

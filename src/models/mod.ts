@@ -8,3 +8,4 @@ export * from "./checkpoint_keys.ts";
 export * from "./checkpoint.ts";
 export * from "./peft.ts";
 export * from "./tensor_bytes.ts";
+export * from "./factory.ts";

@@ -7,6 +7,7 @@
 // (module path e.g. "model.layers.0.self_attn.q_proj"; files written by a PEFT model in memory
 // may also carry the adapter name, ".lora_A.default.weight", which is accepted).
 
+import { removeAdapter } from "../nn/lora.ts";
 import { join } from "node:path";
 import { openTensors, type TensorReader } from "../io/reader.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
@@ -115,7 +116,7 @@ export async function loadPeftAdapter(
     text.attachLora(cfg, peftTargetMatcher(cfg.targetModules));
     await loadLoraTensors(gpu, text, reader, PEFT_PREFIX);
   } catch (e) {
-    for (const [, l] of text.loraLinears()) l.detachLora();
+    for (const [, l] of text.loraLinears()) removeAdapter(l);
     throw e;
   } finally {
     reader.close();

@@ -19,7 +19,16 @@ import {
   tidy,
 } from "../tensor/mod.ts";
 import { Embedding } from "../nn/embedding.ts";
-import { Linear, type LoraSpec } from "../nn/linear.ts";
+import { Linear } from "../nn/linear.ts";
+import {
+  injectLora,
+  loraLinears,
+  loraParameters,
+  type LoraSpec,
+  type LoraTargets,
+  mergeLora,
+  setLoraEnabled,
+} from "../nn/lora.ts";
 import { Module, ModuleDict } from "../nn/module.ts";
 import { RMSNorm } from "../nn/norm.ts";
 import type { Parameter } from "../nn/parameter.ts";
@@ -212,30 +221,17 @@ export class Qwen2ForCausalLM extends Module {
 
   /**
    * Attach LoRA adapters (uninitialised until loaded or initialised) to the projections named in
-   * `targets` (short names such as "q_proj"), or to every projection whose module path
-   * ("model.layers.3.self_attn.q_proj") the predicate accepts.
+   * `targets` (short names such as "q_proj", checked against {@link LORA_TARGETS}), or to every
+   * projection whose module path ("model.layers.3.self_attn.q_proj") the predicate accepts.
    */
-  attachLora(
-    spec: LoraSpec,
-    targets: readonly string[] | ((path: string) => boolean) = LORA_TARGETS,
-  ): void {
-    if (Array.isArray(targets)) {
-      for (const t of targets) {
-        if (!(LORA_TARGETS as readonly string[]).includes(t)) {
-          throw new Error(`LoRA target "${t}" is not one of ${LORA_TARGETS.join(", ")}`);
-        }
+  attachLora(spec: LoraSpec, targets: LoraTargets = LORA_TARGETS): void {
+    if (typeof targets !== "function") {
+      const bad = targets.filter((t) => !(LORA_TARGETS as readonly string[]).includes(t));
+      if (bad.length) {
+        throw new Error(`LoRA target "${bad[0]}" is not one of ${LORA_TARGETS.join(", ")}`);
       }
     }
-    const accept = typeof targets === "function"
-      ? targets
-      : (path: string) => (targets as readonly string[]).some((t) => path.endsWith(`.${t}`));
-    let n = 0;
-    for (const [path, lin] of this.projectionPaths()) {
-      if (!accept(path)) continue;
-      lin.attachLora(spec);
-      n++;
-    }
-    if (n === 0) throw new Error("LoRA: no projection matched the target modules");
+    injectLora(this, spec, targets);
   }
 
   /** Every decoder projection with its module path ("model.layers.0.self_attn.q_proj"). */
@@ -254,25 +250,22 @@ export class Qwen2ForCausalLM extends Module {
 
   /** Every Linear that carries a LoRA adapter, with its module path. */
   loraLinears(): [string, Linear][] {
-    return this.projectionPaths().filter(([, l]) => l.lora !== null);
+    return loraLinears(this);
   }
 
   /** The adapters' A and B parameters with their names ("model.layers.0.….lora_A.weight"). */
   loraParameters(): [string, Parameter][] {
-    return this.loraLinears().flatMap(([path, l]) => [
-      [`${path}.lora_A.weight`, l.lora!.A] as [string, Parameter],
-      [`${path}.lora_B.weight`, l.lora!.B] as [string, Parameter],
-    ]);
+    return loraParameters(this);
   }
 
   /** Switch every adapter on or off (off = the base model). */
   setLoraEnabled(on: boolean): void {
-    for (const [, l] of this.loraLinears()) l.lora!.enabled = on;
+    setLoraEnabled(this, on);
   }
 
-  /** Fold every adapter into its base weight. */
+  /** Fold every adapter into its base weight (and remove it). */
   mergeLora(): void {
-    for (const [, l] of this.loraLinears()) l.mergeLora();
+    mergeLora(this);
   }
 }
 

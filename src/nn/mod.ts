@@ -7,3 +7,4 @@ export * from "./norm.ts";
 export * from "./dropout.ts";
 export * from "./random.ts";
 export * from "./load.ts";
+export * from "./lora.ts";

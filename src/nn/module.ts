@@ -35,6 +35,11 @@ export class Module {
     this.#params.delete(name);
   }
 
+  /** Unregister a parameter without disposing it (it lives on elsewhere, e.g. a LoRA state). */
+  protected unshareParam(name: string): void {
+    this.#params.delete(name);
+  }
+
   /** Register (or replace, with `null` remove) a child module. */
   protected child<M extends Module | null>(name: string, m: M): M {
     if (m === null) this.#children.delete(name);
@@ -64,6 +69,13 @@ export class Module {
       for (const [n, c] of m.#children) walk(c, `${pre}${n}.`);
     };
     walk(this, prefix);
+    return out;
+  }
+
+  /** This module and every module below it with its dotted path ("" for this one). */
+  namedModules(prefix = ""): [string, Module][] {
+    const out: [string, Module][] = [[prefix.replace(/\.$/, ""), this]];
+    for (const [n, c] of this.#children) out.push(...c.namedModules(`${prefix}${n}.`));
     return out;
   }
 

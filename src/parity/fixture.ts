@@ -9,6 +9,7 @@
 //   lora      lora.logits, lora.loss, grad.base_model.model.*.lora_{A,B}.weight
 // More sections (the train.* sequences) register with `registerFixtureSection`.
 
+import { removeAdapter } from "../nn/lora.ts";
 import { join } from "node:path";
 import type { Gpu } from "../gpu/device.ts";
 import { openTensors } from "../io/reader.ts";
@@ -349,7 +350,7 @@ registerFixtureSection("lora", async (ctx) => {
     }
     for (const t of [loss, logits, pixels]) t.dispose();
   } finally {
-    for (const [, lin] of m.text.loraLinears()) lin.detachLora();
+    for (const [, lin] of m.text.loraLinears()) removeAdapter(lin);
   }
 });
 

@@ -14,6 +14,7 @@
 
 import { join } from "node:path";
 import { type Batch, batchOf } from "../data/collator.ts";
+import { isLoraParam } from "../nn/lora.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
 import { type FixtureContext, type FixtureInputs, registerFixtureSection } from "./fixture.ts";
 import { loadPeftAdapter } from "../models/peft.ts";
@@ -115,7 +116,7 @@ export async function replayTraining(
 export function fixtureKey(modelName: string): string {
   if (modelName.startsWith("text_model.")) {
     const rest = modelName.slice("text_model.".length);
-    return /\.lora_[AB]\.weight$/.test(rest) ? `base_model.model.${rest}` : rest;
+    return isLoraParam(rest) ? `base_model.model.${rest}` : rest;
   }
   return modelName;
 }

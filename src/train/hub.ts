@@ -2,7 +2,7 @@
 // export) to a model repo in one commit, then tag that commit `stage{N}-step{S}`.
 // Repo id: --hub_model_id, else `siq-vl_{vision}_{text}_stage{N}` in the token owner's namespace.
 
-import { whoAmI } from "@huggingface/hub";
+import { whoAmI } from "../deps.ts";
 import { join } from "node:path";
 import { createTag, hubEndpoint, hubToken, uploadFolder } from "../io/hub.ts";
 

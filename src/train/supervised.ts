@@ -16,6 +16,7 @@ import type { Dataset } from "../data/datasets/types.ts";
 import { ImagePool } from "../data/image_pool.ts";
 import { DataLoader, type LoaderState } from "../data/loader.ts";
 import { openSiqvl } from "../models/factory.ts";
+import { isLoraParam } from "../nn/lora.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
 import { cast } from "../tensor/ops/elementwise.ts";
 import { noGrad, Tensor } from "../tensor/tensor.ts";
@@ -87,7 +88,7 @@ export function frozenStorageDtype(a: { bf16: boolean; fp16: boolean }): "bf16" 
 export function trainsUnder(name: string, plan: StagePlan): boolean {
   if (name.startsWith("projector.")) return true;
   if (!name.startsWith("text_model.")) return false;
-  const lora = /\.lora_[AB]\.weight$/.test(name);
+  const lora = isLoraParam(name);
   return plan.llm === "lora" ? lora : plan.llm === "full";
 }
 

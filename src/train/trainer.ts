@@ -16,7 +16,7 @@ import type { SiqvlProcessor } from "../data/processor.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
 import { setDropoutSeed } from "../nn/dropout.ts";
 import { scale } from "../tensor/ops/elementwise.ts";
-import type { TrainArgs } from "./args.ts";
+import { finalizeArgs, parseTrainArgs, type TrainArgs } from "./args.ts";
 import {
   EvalLossCallback,
   GenEvalCallback,
@@ -45,7 +45,7 @@ import { AdamW } from "./optimizer.ts";
 import { writeLossPlot } from "./plot.ts";
 import { formatDuration, Progress } from "./progress.ts";
 import { LrSchedule, warmupStepsFor } from "./schedule.ts";
-import { stageFor } from "./stages.ts";
+import { applyPreset, presetValues, stageFor } from "./stages.ts";
 import { frozenStorageDtype } from "./supervised.ts";
 import { writeJson } from "../io/file.ts";
 import { type LossModel, type StepBatch, StepRunner, type StepStats } from "./step.ts";
@@ -529,4 +529,43 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     for (const f of cleanup.reverse()) await f();
     if (!opts.keepModel) model.dispose();
   }
+}
+
+/** Flags → validated TrainArgs (a preset, when named, fills the flags not given). */
+export async function argsFromArgv(
+  argv: string[],
+  env: Record<string, string | undefined> = {},
+  log: (s: string) => void = console.log,
+): Promise<TrainArgs | null> {
+  const parsed = parseTrainArgs(argv, env);
+  if (parsed.help) return null;
+  let args = parsed.args;
+  if (args.preset) {
+    const gpu = await Gpu.get();
+    const p = presetValues(args.preset, args.stage, {
+      isFallbackAdapter: gpu.isFallbackAdapter,
+      maxBufferSize: gpu.limits.maxBufferSize,
+      maxStorageBufferBindingSize: gpu.limits.maxStorageBufferBindingSize,
+      description: gpu.adapterDescription,
+    });
+    args = { ...args };
+    const set = applyPreset(args, parsed.explicit, p.values);
+    log(
+      `[siqvl] preset "${p.name}" (${p.why}) sets: ${
+        set.map((k) => `${k}=${JSON.stringify((args as unknown as Record<string, unknown>)[k])}`)
+          .join(", ") || "nothing (all given)"
+      }`,
+    );
+  }
+  return finalizeArgs(args, parsed.explicit);
+}
+
+/** Train from command-line flags (what `deno task train` runs; the demo calls it too). */
+export async function trainFromArgv(
+  argv: string[],
+  opts: Omit<RunOptions, "args"> & { env?: Record<string, string | undefined> } = {},
+): Promise<RunResult> {
+  const args = await argsFromArgv(argv, opts.env ?? {}, opts.log);
+  if (!args) throw new Error("--help is not a training run");
+  return runTraining({ ...opts, args });
 }
