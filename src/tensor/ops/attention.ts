@@ -11,7 +11,8 @@
 //   softmax(x)   see softmax.ts.
 //   rope(x, positions, theta)   rotary position embedding, see rope.ts.
 
-import { type BindingLike, f32 } from "../../gpu/device.ts";
+import { f32 } from "../../gpu/device.ts";
+import { kernel } from "../../gpu/kernel.ts";
 import { record, Tensor } from "../tensor.ts";
 
 export { rope, ropeInvFreq } from "./rope.ts";
@@ -32,31 +33,39 @@ export interface AttentionOptions {
 /** Largest head dimension the kernels hold per invocation (4 · MAXD4 in attention.wgsl). */
 export const ATTENTION_MAX_HEAD_DIM = 128;
 
-// Binding numbers in attention.wgsl (Gpu.dispatch puts bindings[k] at @binding(k + 1)).
-const SLOT = {
-  q: 1,
-  k: 2,
-  v: 3,
-  kmask: 4,
-  dout: 5,
-  o: 6,
-  lse: 7,
-  stats: 8,
-  dq: 9,
-  dk: 10,
-  dv: 11,
-  partMl: 12,
-  partAcc: 13,
-} as const;
-
-/** The bindings array of one attention.wgsl entry point from named tensors. */
-function bind(ts: Partial<Record<keyof typeof SLOT, Tensor>>): (BindingLike | null)[] {
-  const out: (BindingLike | null)[] = [];
-  for (const [name, t] of Object.entries(ts)) {
-    out[SLOT[name as keyof typeof SLOT] - 1] = t.binding();
-  }
-  return Array.from(out, (b) => b ?? null);
-}
+// Arguments of shaders/attention.wgsl.
+const K = kernel("attention", {
+  uniforms: [
+    "T",
+    "S",
+    "Hq",
+    "Hkv",
+    "D4",
+    "G",
+    "qoff",
+    "causal",
+    "masked",
+    "scale",
+    "nstat",
+    "nsplit",
+    "slen",
+  ],
+  bindings: [
+    "q",
+    "k",
+    "v",
+    "kmask",
+    "dout",
+    "o",
+    "lse",
+    "stats",
+    "dq",
+    "dk",
+    "dv",
+    "part_ml",
+    "part_acc",
+  ],
+});
 
 const ROWS_PER_WG = 64; // query rows (fwd, dq) or keys (dkdv) per workgroup
 const PREP_WG = 64;
@@ -132,21 +141,21 @@ function checkInputs(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): D
 }
 
 function uniforms(d: Dims, opts: AttentionOptions, scale: number, nsplit = 0, slen = 0) {
-  return [
-    d.T,
-    d.S,
-    d.Hq,
-    d.Hkv,
-    d.D / 4,
-    d.Hq / d.Hkv,
-    opts.qOffset ?? 0,
-    opts.causal ? 1 : 0,
-    opts.keyMask ? 1 : 0,
-    f32(scale),
-    d.B * d.Hq * d.T,
+  return {
+    T: d.T,
+    S: d.S,
+    Hq: d.Hq,
+    Hkv: d.Hkv,
+    D4: d.D / 4,
+    G: d.Hq / d.Hkv,
+    qoff: opts.qOffset ?? 0,
+    causal: opts.causal ? 1 : 0,
+    masked: opts.keyMask ? 1 : 0,
+    scale: f32(scale),
+    nstat: d.B * d.Hq * d.T,
     nsplit,
     slen,
-  ];
+  };
 }
 
 /**
@@ -174,31 +183,25 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     const partMl = Tensor.empty(gpu, [slots, 2], "f32");
     const partAcc = Tensor.empty(gpu, [slots, d.D], "f32");
     const us = uniforms(d, opts, scale, nsplit, slen);
-    const parts = { partMl, partAcc };
-    gpu.dispatch({
-      shader: "attention",
-      entry: "fwd_split",
-      uniforms: us,
-      bindings: bind({ ...inputs, ...parts }),
+    const parts = { part_ml: partMl, part_acc: partAcc };
+    K.dispatch(gpu, "fwd_split", {
+      u: us,
+      b: { ...inputs, ...parts },
       workgroups: [nsplit / 8, d.B * d.Hkv],
       label: "attention fwd split",
     });
-    gpu.dispatch({
-      shader: "attention",
-      entry: "fwd_combine",
-      uniforms: us,
-      bindings: bind({ o: out, lse, ...parts }),
+    K.dispatch(gpu, "fwd_combine", {
+      u: us,
+      b: { o: out, lse, ...parts },
       workgroups: Math.ceil((d.B * d.Hkv * 8) / PREP_WG),
       label: "attention fwd combine",
     });
     partMl.dispose();
     partAcc.dispose();
   } else {
-    gpu.dispatch({
-      shader: "attention",
-      entry: "fwd",
-      uniforms: u,
-      bindings: bind({ ...inputs, o: out, lse }),
+    K.dispatch(gpu, "fwd", {
+      u: u,
+      b: { ...inputs, o: out, lse },
       workgroups: [Math.ceil((G * d.T) / ROWS_PER_WG), d.B * d.Hkv],
       label: "attention fwd",
     });
@@ -207,22 +210,18 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   if (opts.keyMask) saved.push(opts.keyMask);
   const res = record("attention", out, [q, k, v], (gOut) => {
     const stats = Tensor.empty(gpu, [d.B, d.Hq, d.T, 2], "f32");
-    gpu.dispatch({
-      shader: "attention",
-      entry: "prep",
-      uniforms: u,
-      bindings: bind({ dout: gOut, o: out, lse, stats }),
+    K.dispatch(gpu, "prep", {
+      u: u,
+      b: { dout: gOut, o: out, lse, stats },
       workgroups: Math.ceil((d.B * d.Hq * d.T) / PREP_WG),
       label: "attention bwd prep",
     });
     let dq: Tensor | null = null, dk: Tensor | null = null, dv: Tensor | null = null;
     if (q.requiresGrad) {
       dq = Tensor.empty(gpu, q.shape, "f32");
-      gpu.dispatch({
-        shader: "attention",
-        entry: "bwd_dq",
-        uniforms: u,
-        bindings: bind({ ...inputs, dout: gOut, stats, dq }),
+      K.dispatch(gpu, "bwd_dq", {
+        u: u,
+        b: { ...inputs, dout: gOut, stats, dq },
         workgroups: [Math.ceil((G * d.T) / ROWS_PER_WG), d.B * d.Hkv],
         label: "attention bwd dq",
       });
@@ -230,11 +229,9 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     if (k.requiresGrad || v.requiresGrad) {
       dk = Tensor.empty(gpu, k.shape, "f32");
       dv = Tensor.empty(gpu, v.shape, "f32");
-      gpu.dispatch({
-        shader: "attention",
-        entry: "bwd_dkdv",
-        uniforms: u,
-        bindings: bind({ ...inputs, dout: gOut, stats, dk, dv }),
+      K.dispatch(gpu, "bwd_dkdv", {
+        u: u,
+        b: { ...inputs, dout: gOut, stats, dk, dv },
         workgroups: [Math.ceil(d.S / ROWS_PER_WG), d.B * d.Hkv],
         label: "attention bwd dkdv",
       });

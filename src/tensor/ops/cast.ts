@@ -7,6 +7,9 @@
 
 import { type DType, Tensor } from "../tensor.ts";
 import { pairedWindows } from "../windows.ts";
+import { kernel } from "../../gpu/kernel.ts";
+
+const K = kernel("cast", { uniforms: ["n", "mode"], bindings: ["src", "dst"] });
 
 const WG = 256;
 
@@ -22,11 +25,9 @@ export function cast(a: Tensor, dtype: DType): Tensor {
     const toHalf = dtype !== "f32";
     const mode = (toHalf ? dtype : a.dtype) === "bf16" ? 1 : 0;
     for (const w of pairedWindows(a, out)) {
-      gpu.dispatch({
-        shader: "cast",
-        entry: toHalf ? "to_half" : "to_f32",
-        uniforms: [w.n, mode],
-        bindings: [w.a, w.b],
+      K.dispatch(gpu, toHalf ? "to_half" : "to_f32", {
+        u: { n: w.n, mode },
+        b: { src: w.a, dst: w.b },
         workgroups: Math.ceil((toHalf ? w.n / 2 : w.n) / WG),
         label: `cast ${a.dtype}->${dtype}`,
       });

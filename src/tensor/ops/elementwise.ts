@@ -10,8 +10,14 @@
 // In-place (no autograd): addInPlace(a, b, s = 1): a += s·b; scaleInPlace(a, s); fill(...).
 
 import { f32, type Gpu } from "../../gpu/device.ts";
+import { kernel } from "../../gpu/kernel.ts";
 import { record, Tensor } from "../tensor.ts";
 import { flatWindows } from "../windows.ts";
+
+const K = kernel("elementwise", {
+  uniforms: ["n", "m", "s", "t", "off"],
+  bindings: ["a", "b", "o"],
+});
 
 const WG = 256;
 const REDUCE_CHUNK = 256 * 16;
@@ -38,11 +44,9 @@ function viewOwned(t: Tensor, shape: readonly number[]): Tensor {
 
 function binary(entry: "add" | "mul", a: Tensor, b: Tensor, m: number): Tensor {
   const out = Tensor.empty(a.gpu, a.shape, "f32");
-  a.gpu.dispatch({
-    shader: "elementwise",
-    entry,
-    uniforms: [a.size, m, f32(0), f32(0), 0],
-    bindings: [a.binding(), b.binding(), out.binding()],
+  K.dispatch(a.gpu, entry, {
+    u: { n: a.size, m },
+    b: { a, b, o: out },
     workgroups: Math.ceil(a.size / WG),
     label: entry,
   });
@@ -52,11 +56,9 @@ function binary(entry: "add" | "mul", a: Tensor, b: Tensor, m: number): Tensor {
 /** o = s·a + t·b (same shapes), no autograd. */
 export function axpby(a: Tensor, b: Tensor, s: number, t: number): Tensor {
   const out = Tensor.empty(a.gpu, a.shape, "f32");
-  a.gpu.dispatch({
-    shader: "elementwise",
-    entry: "axpby",
-    uniforms: [a.size, a.size, f32(s), f32(t), 0],
-    bindings: [a.binding(), b.binding(), out.binding()],
+  K.dispatch(a.gpu, "axpby", {
+    u: { n: a.size, m: a.size, s: f32(s), t: f32(t) },
+    b: { a, b, o: out },
     workgroups: Math.ceil(a.size / WG),
     label: "axpby",
   });
@@ -106,11 +108,9 @@ export function mul(a: Tensor, b: Tensor): Tensor {
 export function scale(a: Tensor, s: number): Tensor {
   f32only("scale", a);
   const out = Tensor.empty(a.gpu, a.shape, "f32");
-  a.gpu.dispatch({
-    shader: "elementwise",
-    entry: "scale",
-    uniforms: [a.size, a.size, f32(s), f32(0), 0],
-    bindings: [a.binding(), null, out.binding()],
+  K.dispatch(a.gpu, "scale", {
+    u: { n: a.size, m: a.size, s: f32(s) },
+    b: { a, o: out },
     workgroups: Math.ceil(a.size / WG),
     label: "scale",
   });
@@ -126,11 +126,9 @@ export function addInPlace(a: Tensor, b: Tensor, s = 1): void {
   if (a.size !== b.size) throw new Error(`addInPlace: ${a.describe()} += ${b.describe()}`);
   const wb = flatWindows(b);
   flatWindows(a).forEach((w, k) => {
-    a.gpu.dispatch({
-      shader: "elementwise",
-      entry: "add_inplace",
-      uniforms: [w.n, w.n, f32(s), f32(0), 0],
-      bindings: [w.binding, wb[k].binding],
+    K.dispatch(a.gpu, "add_inplace", {
+      u: { n: w.n, m: w.n, s: f32(s) },
+      b: { a: w.binding, b: wb[k].binding },
       workgroups: Math.ceil(w.n / WG),
       label: "add_inplace",
     });
@@ -141,11 +139,9 @@ export function addInPlace(a: Tensor, b: Tensor, s = 1): void {
 export function scaleInPlace(a: Tensor, s: number): void {
   f32only("scaleInPlace", a);
   for (const w of flatWindows(a)) {
-    a.gpu.dispatch({
-      shader: "elementwise",
-      entry: "scale_inplace",
-      uniforms: [w.n, w.n, f32(s), f32(0), 0],
-      bindings: [w.binding],
+    K.dispatch(a.gpu, "scale_inplace", {
+      u: { n: w.n, m: w.n, s: f32(s) },
+      b: { a: w.binding },
       workgroups: Math.ceil(w.n / WG),
       label: "scale_inplace",
     });
@@ -156,11 +152,9 @@ export function scaleInPlace(a: Tensor, s: number): void {
 export function fillInPlace(t: Tensor, value: number): void {
   f32only("fill", t);
   for (const w of flatWindows(t)) {
-    t.gpu.dispatch({
-      shader: "elementwise",
-      entry: "fill",
-      uniforms: [w.n, w.n, f32(value), f32(0), 0],
-      bindings: [null, null, w.binding],
+    K.dispatch(t.gpu, "fill", {
+      u: { n: w.n, m: w.n, s: f32(value) },
+      b: { o: w.binding },
       workgroups: Math.ceil(w.n / WG),
       label: "fill",
     });
@@ -184,11 +178,9 @@ export function sumRows(a: Tensor, m: number): Tensor {
   f32only("sumRows", a);
   if (a.size % m !== 0) throw new Error(`sumRows: ${a.describe()} is not [rows, ${m}]`);
   const out = Tensor.empty(a.gpu, [m], "f32");
-  a.gpu.dispatch({
-    shader: "elementwise",
-    entry: "sum_rows",
-    uniforms: [a.size, m, f32(0), f32(0), 0],
-    bindings: [a.binding(), null, out.binding()],
+  K.dispatch(a.gpu, "sum_rows", {
+    u: { n: a.size, m },
+    b: { a, o: out },
     workgroups: Math.ceil(m / WG),
     label: "sum_rows",
   });
@@ -214,11 +206,9 @@ function reduce(entry: "sum_partial" | "sumsq_partial", ts: Tensor[]): Tensor {
     for (const win of flatWindows(t)) {
       const w = Math.ceil(win.n / REDUCE_CHUNK);
       if (w === 0) continue;
-      gpu.dispatch({
-        shader: "elementwise",
-        entry,
-        uniforms: [win.n, 0, f32(0), f32(0), off],
-        bindings: [win.binding, null, partial.binding()],
+      K.dispatch(gpu, entry, {
+        u: { n: win.n, off },
+        b: { a: win.binding, o: partial },
         workgroups: w,
         label: entry,
       });
@@ -228,11 +218,9 @@ function reduce(entry: "sum_partial" | "sumsq_partial", ts: Tensor[]): Tensor {
   const out = Tensor.empty(gpu, [], "f32");
   if (off === 0) fillInPlace(out, 0);
   else {
-    gpu.dispatch({
-      shader: "elementwise",
-      entry: "reduce_final",
-      uniforms: [off, 0, f32(0), f32(0), 0],
-      bindings: [partial.binding(), null, out.binding()],
+    K.dispatch(gpu, "reduce_final", {
+      u: { n: off },
+      b: { a: partial, o: out },
       workgroups: 1,
       label: "reduce_final",
     });

@@ -17,30 +17,16 @@
 
 import type { Gpu } from "../../gpu/device.ts";
 import { record, Tensor } from "../tensor.ts";
-import { flatWindows, type RowWindow, rowWindows } from "../windows.ts";
+import { kernel } from "../../gpu/kernel.ts";
+import { flatWindows, rowWindows } from "../windows.ts";
 
 const WG = 256;
 const MODE: Record<string, number> = { f32: 0, f16: 1, bf16: 2 };
 
-// Uniform block of embedding.wgsl: n, h, row0, rows, vocab, mode.
-function dispatch(
-  gpu: Gpu,
-  entry: string,
-  n: number,
-  u: [number, number, number, number, number],
-  bindings: (Tensor | RowWindow | null)[],
-): void {
-  gpu.dispatch({
-    shader: "embedding",
-    entry,
-    uniforms: [n, ...u],
-    bindings: bindings.map((b) =>
-      b === null ? null : b instanceof Tensor ? b.binding() : b.binding
-    ),
-    workgroups: Math.ceil(n / WG),
-    label: entry,
-  });
-}
+const K = kernel("embedding", {
+  uniforms: ["n", "h", "row0", "rows", "vocab", "mode"],
+  bindings: ["ids", "table", "out", "links", "g", "dst", "dst4"],
+});
 
 function checkIds(op: string, ids: Tensor): void {
   if (ids.dtype !== "i32") throw new Error(`${op}: indices must be i32, got ${ids.describe()}`);
@@ -58,13 +44,10 @@ export function zerosLarge(gpu: Gpu, shape: readonly number[]): Tensor {
   const t = Tensor.empty(gpu, shape, "f32");
   for (const w of flatWindows(t)) {
     const n4 = Math.ceil(w.n / 4);
-    gpu.dispatch({
-      shader: "embedding",
-      entry: "fill_zero",
-      uniforms: [n4, 0, 0, 0, 0, 0],
-      bindings: [null, null, null, null, null, null, w.binding],
+    K.dispatch(gpu, "fill_zero", {
+      u: { n: n4 },
+      b: { dst4: w.binding },
       workgroups: Math.ceil(n4 / 4096),
-      label: "fill_zero",
     });
   }
   return t;
@@ -77,7 +60,11 @@ function gather(ids: Tensor, table: Tensor, vocab: number, h: number, outShape: 
   const n = ids.size * h;
   if (n === 0) return out;
   for (const w of rowWindows(table, h)) {
-    dispatch(gpu, "gather", n, [h, w.row0, w.rows, vocab, MODE[table.dtype]], [ids, w, out]);
+    K.dispatch(gpu, "gather", {
+      u: { n, h, row0: w.row0, rows: w.rows, vocab, mode: MODE[table.dtype] },
+      b: { ids, table: w.binding, out },
+      workgroups: Math.ceil(n / WG),
+    });
   }
   return out;
 }
@@ -89,16 +76,17 @@ function scatterAdd(ids: Tensor, g: Tensor, vocab: number, h: number): Tensor {
   const ntok = ids.size;
   if (ntok === 0) return grad;
   const links = Tensor.empty(gpu, [ntok, 2], "i32");
-  dispatch(gpu, "build_links", ntok, [0, 0, 0, 0, 0], [ids, null, null, links]);
+  K.dispatch(gpu, "build_links", {
+    u: { n: ntok },
+    b: { ids, links },
+    workgroups: Math.ceil(ntok / WG),
+  });
   for (const w of rowWindows(grad, h)) {
-    dispatch(gpu, "scatter_add", ntok * h, [h, w.row0, w.rows, vocab, 0], [
-      ids,
-      null,
-      null,
-      links,
-      g,
-      w,
-    ]);
+    K.dispatch(gpu, "scatter_add", {
+      u: { n: ntok * h, h, row0: w.row0, rows: w.rows, vocab },
+      b: { ids, links, g, dst: w.binding },
+      workgroups: Math.ceil((ntok * h) / WG),
+    });
   }
   links.dispose();
   return grad;
@@ -111,14 +99,11 @@ function scatterSet(dst: Tensor, idx: Tensor, rows: Tensor | null): void {
   if (n === 0) return;
   for (const w of rowWindows(dst, h)) {
     // Zeroing reads no rows: the index buffer fills the unused (read-only) slot.
-    dispatch(dst.gpu, "scatter_set", n, [h, w.row0, w.rows, vocab, rows ? 0 : 1], [
-      idx,
-      null,
-      null,
-      null,
-      rows ?? idx,
-      w,
-    ]);
+    K.dispatch(dst.gpu, "scatter_set", {
+      u: { n, h, row0: w.row0, rows: w.rows, vocab, mode: rows ? 0 : 1 },
+      b: { ids: idx, g: rows ?? idx, dst: w.binding },
+      workgroups: Math.ceil(n / WG),
+    });
   }
 }
 

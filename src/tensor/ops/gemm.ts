@@ -4,6 +4,7 @@
 // beyond one storage binding is written per (batch, row range) window.
 
 import type { Gpu } from "../../gpu/device.ts";
+import { kernel } from "../../gpu/kernel.ts";
 import type { Tensor } from "../tensor.ts";
 import { maxBindingBytes, spanBinding } from "../windows.ts";
 import { MAX_TEXELS, pack, releaseTexture, type RowView } from "./matmul_pack.ts";
@@ -13,6 +14,23 @@ const COLS = 16;
 /** Longest contraction one GEMM pass handles (32768 = 8192 texels × 4). */
 const K_CHUNK = 4 * MAX_TEXELS;
 const MAX_GRID = 65535;
+
+const GEMM = kernel("matmul", {
+  uniforms: [
+    "M",
+    "N",
+    "kt",
+    "a_row",
+    "a_bstride",
+    "b_row",
+    "b_bstride",
+    "o_base",
+    "o_bstride",
+    "ldo",
+    "flags",
+  ],
+  bindings: ["ta", "tb", "tbh", "bias", "o"],
+});
 
 // ---- tile shape ----
 
@@ -108,17 +126,24 @@ export function gemm(L: RowView, R: RowView, out: Tensor, opts: GemmOptions = {}
     const ta = pack(L, r0, rc, wA, false);
     const tb = pack(R, r0, rc, Math.max(1, kt), half);
     const flags = (opts.bias && c === 0 ? 1 : 0) | (opts.accumulate || c > 0 ? 2 : 0);
-    const texBindings = half ? [ta.view, null, tb.view] : [ta.view, tb.view, null];
+    const tex = half ? { ta: ta.view, tbh: tb.view } : { ta: ta.view, tb: tb.view };
     const aStride = L.batches > 1 ? P : 0;
     const bStride = R.batches > 1 ? Q : 0;
     if (outBytes <= maxBind) {
       if (batches > MAX_GRID) throw new Error(`matmul: ${batches} batches exceed the grid`);
-      gpu.dispatch({
-        shader: "matmul",
-        entry,
+      GEMM.dispatch(gpu, entry, {
         constants,
-        uniforms: [P, Q, kt, 0, aStride, 0, bStride, 0, P * Q, Q, flags],
-        bindings: [...texBindings, biasBinding, out.binding()],
+        u: {
+          M: P,
+          N: Q,
+          kt,
+          a_bstride: aStride,
+          b_bstride: bStride,
+          o_bstride: P * Q,
+          ldo: Q,
+          flags,
+        },
+        b: { ...tex, bias: biasBinding, o: out },
         workgroups: [Math.ceil(P / rows), Math.ceil(Q / tileN), batches],
         label: `${entry} [${batches}, ${P}, ${Q}] k ${rc}`,
       });
@@ -131,24 +156,19 @@ export function gemm(L: RowView, R: RowView, out: Tensor, opts: GemmOptions = {}
         for (let m0 = 0; m0 < P; m0 += per) {
           const mc = Math.min(per, P - m0);
           const { binding, shift } = spanBinding(out, (z * P + m0) * rowBytes, mc * rowBytes);
-          gpu.dispatch({
-            shader: "matmul",
-            entry,
+          GEMM.dispatch(gpu, entry, {
             constants,
-            uniforms: [
-              mc,
-              Q,
+            u: {
+              M: mc,
+              N: Q,
               kt,
-              z * aStride + m0,
-              0,
-              z * bStride,
-              0,
-              shift,
-              0,
-              Q,
+              a_row: z * aStride + m0,
+              b_row: z * bStride,
+              o_base: shift,
+              ldo: Q,
               flags,
-            ],
-            bindings: [...texBindings, biasBinding, binding],
+            },
+            b: { ...tex, bias: biasBinding, o: binding },
             workgroups: [Math.ceil(mc / rows), Math.ceil(Q / tileN), 1],
             label: `${entry} window rows ${m0}.. of [${batches}, ${P}, ${Q}]`,
           });

@@ -24,6 +24,7 @@
 // Autograd: inputs [h, w]; dW is f32 whatever w's dtype.
 
 import type { Gpu } from "../../gpu/device.ts";
+import { kernel } from "../../gpu/kernel.ts";
 import { type DType, isGradEnabled, record, type Storage, Tensor } from "../tensor.ts";
 import { maxBindingBytes, splitRows } from "../windows.ts";
 
@@ -89,38 +90,39 @@ export function linearCeWindows(
   }
 }
 
-// Uniform block P of the shader, in field order.
-interface Params {
-  n?: number;
-  h4?: number;
-  rows?: number;
-  v0?: number;
-  t0?: number;
-  vp4?: number;
-  nslot?: number;
-  slot0?: number;
-  steps?: number;
-  flag?: number;
-  vocab?: number;
-  ngx?: number;
-  ntot?: number;
-}
-const FIELDS: (keyof Params)[] = [
-  "n",
-  "h4",
-  "rows",
-  "v0",
-  "t0",
-  "vp4",
-  "nslot",
-  "slot0",
-  "steps",
-  "flag",
-  "vocab",
-  "ngx",
-  "ntot",
-];
-const uniforms = (p: Params): number[] => FIELDS.map((k) => p[k] ?? 0);
+// Arguments of shaders/linear_ce.wgsl. W is bound twice, as array<vec2u> (half types, wbuf) and
+// array<vec4u> (f32, wbuf4): both slots get the same window (wBind).
+const K = kernel(SHADER, {
+  uniforms: [
+    "n",
+    "h4",
+    "rows",
+    "v0",
+    "t0",
+    "vp4",
+    "nslot",
+    "slot0",
+    "steps",
+    "flag",
+    "vocab",
+    "ngx",
+    "ntot",
+  ],
+  bindings: [
+    "hbuf",
+    "wbuf",
+    "tgt",
+    "part",
+    "zt",
+    "tile",
+    "dh",
+    "dw",
+    "stats",
+    "lossrow",
+    "out",
+    "wbuf4",
+  ],
+});
 
 type Bind = { buffer: GPUBuffer; offset: number; size: number };
 const window = (buffer: GPUBuffer, w: CeWindow): Bind => ({
@@ -128,50 +130,16 @@ const window = (buffer: GPUBuffer, w: CeWindow): Bind => ({
   offset: w.offset,
   size: w.size,
 });
-
-/**
- * Bindings 1..12 of the shader by name (null = unused by the entry point). W is bound twice, as
- * array<vec2u> (half types) and array<vec4u> (f32): both slots get the same window.
- */
-function slots(b: {
-  h?: Bind;
-  w?: Bind;
-  tgt?: Bind;
-  part?: Bind;
-  zt?: Bind;
-  tile?: Bind;
-  dh?: Bind;
-  dw?: Bind;
-  stats?: Bind;
-  lossrow?: Bind;
-  out?: Bind;
-}): (Bind | null)[] {
-  return [
-    b.h,
-    b.w,
-    b.tgt,
-    b.part,
-    b.zt,
-    b.tile,
-    b.dh,
-    b.dw,
-    b.stats,
-    b.lossrow,
-    b.out,
-    // array<vec4u> needs at least 16 bytes (pool buffers hold ≥ 256)
-    b.w && { ...b.w, size: Math.max(16, b.w.size) },
-  ].map((x) => x ?? null);
-}
+// array<vec4u> needs at least 16 bytes (pool buffers hold ≥ 256).
+const wBind = (b: Bind) => ({ wbuf: b, wbuf4: { ...b, size: Math.max(16, b.size) } });
 
 /** x[·] *= g[0] in place over the windows of an f32 [rows, H] buffer. */
 function scaleByScalar(gpu: Gpu, x: GPUBuffer, wins: CeWindow[], h4: number, g: Tensor): void {
   for (const win of wins) {
     const n4 = win.rows * h4;
-    gpu.dispatch({
-      shader: SHADER,
-      entry: "scale",
-      uniforms: uniforms({ ntot: n4 }),
-      bindings: slots({ dw: window(x, win), out: g.binding() }),
+    K.dispatch(gpu, "scale", {
+      u: { ntot: n4 },
+      b: { dw: window(x, win), out: g },
       workgroups: Math.ceil(n4 / SCALE_WG),
       label: "linear_ce scale",
     });
@@ -270,11 +238,9 @@ export function linearCrossEntropy(
   const wB = wWins.map((win) => window(w.storage.buffer, win));
   const common = { h4, vp4, nslot, vocab: V, steps: STEPS };
 
-  gpu.dispatch({
-    shader: SHADER,
-    entry: "count",
-    uniforms: uniforms({ ntot: N }),
-    bindings: slots({ tgt: tB, stats: stats.binding() }),
+  K.dispatch(gpu, "count", {
+    u: { ntot: N },
+    b: { tgt: targets, stats },
     workgroups: 1,
     label: "linear_ce count",
   });
@@ -282,11 +248,9 @@ export function linearCrossEntropy(
     const n = Math.min(nc, N - t0);
     const ntb = Math.ceil(n / R);
     wWins.forEach((win, k) => {
-      gpu.dispatch({
-        shader: SHADER,
-        entry: "logits",
+      K.dispatch(gpu, "logits", {
         constants: { WT: wt },
-        uniforms: uniforms({
+        u: {
           ...common,
           n,
           t0,
@@ -295,42 +259,38 @@ export function linearCrossEntropy(
           slot0: slot0[k],
           flag: grad ? 1 : 0,
           ngx: ntb,
-        }),
-        bindings: slots({
-          h: hB,
-          w: wB[k],
+        },
+        b: {
+          hbuf: hB,
+          ...wBind(wB[k]),
           tgt: tB,
           part: part.binding(),
           zt: zt.binding(),
           tile: tile.binding(),
-        }),
+        },
         workgroups: ntb * Math.ceil(win.rows / GROUP_ROWS),
         label: "linear_ce logits",
       });
     });
-    gpu.dispatch({
-      shader: SHADER,
-      entry: "finish",
-      uniforms: uniforms({ ...common, n, t0, flag: grad ? 1 : 0 }),
-      bindings: slots({
+    K.dispatch(gpu, "finish", {
+      u: { ...common, n, t0, flag: grad ? 1 : 0 },
+      b: {
         tgt: tB,
         part: part.binding(),
         zt: zt.binding(),
         tile: tile.binding(),
         stats: stats.binding(),
         lossrow: lossrow.binding(),
-      }),
+      },
       workgroups: n,
       label: "linear_ce finish",
     });
     if (dh) {
       const hg = Math.ceil(h4 / (HIDDEN_GROUP / 4));
       wWins.forEach((win, k) => {
-        gpu.dispatch({
-          shader: SHADER,
-          entry: "dh_window",
+        K.dispatch(gpu, "dh_window", {
           constants: { WT: wt },
-          uniforms: uniforms({
+          u: {
             ...common,
             n,
             t0,
@@ -338,8 +298,8 @@ export function linearCrossEntropy(
             v0: win.v0,
             flag: k > 0 ? 1 : 0,
             ngx: hg,
-          }),
-          bindings: slots({ w: wB[k], tile: tile.binding(), dh: dh.binding() }),
+          },
+          b: { ...wBind(wB[k]), tile, dh },
           workgroups: hg * ntb,
           label: "linear_ce dh",
         });
@@ -348,10 +308,8 @@ export function linearCrossEntropy(
     if (dW) {
       const hg = Math.ceil(h4 / (HIDDEN_GROUP / 4));
       for (const win of dWins) {
-        gpu.dispatch({
-          shader: SHADER,
-          entry: "dw_window",
-          uniforms: uniforms({
+        K.dispatch(gpu, "dw_window", {
+          u: {
             ...common,
             n,
             t0,
@@ -359,19 +317,17 @@ export function linearCrossEntropy(
             v0: win.v0,
             flag: t0 > 0 ? 1 : 0,
             ngx: hg,
-          }),
-          bindings: slots({ h: hB, tile: tile.binding(), dw: window(dW.storage.buffer, win) }),
+          },
+          b: { hbuf: hB, tile, dw: window(dW.storage.buffer, win) },
           workgroups: hg * Math.ceil(win.rows / C),
           label: "linear_ce dw",
         });
       }
     }
   }
-  gpu.dispatch({
-    shader: SHADER,
-    entry: "loss_total",
-    uniforms: uniforms({ ntot: N }),
-    bindings: slots({ stats: stats.binding(), lossrow: lossrow.binding(), out: loss.binding() }),
+  K.dispatch(gpu, "loss_total", {
+    u: { ntot: N },
+    b: { stats: stats.binding(), lossrow: lossrow.binding(), out: loss.binding() },
     workgroups: 1,
     label: "linear_ce loss",
   });

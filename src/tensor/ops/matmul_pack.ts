@@ -9,6 +9,7 @@
 // (pinMatmulWeight) keeps its staged form between calls, so it is staged once.
 
 import type { Gpu } from "../../gpu/device.ts";
+import { kernel } from "../../gpu/kernel.ts";
 import { registerViewBytes } from "../../gpu/profile.ts";
 import { DTYPE_BYTES, type Storage, type Tensor } from "../tensor.ts";
 import { maxBindingBytes, spanBinding } from "../windows.ts";
@@ -19,6 +20,25 @@ export const MAX_TEXELS = 8192;
 /** Free staging textures kept for reuse, in bytes, before the cache is emptied. */
 const CACHE_FREE_LIMIT = 1024 * 2 ** 20;
 const MAX_GRID = 65535;
+
+const PACK = kernel("matmul_pack", {
+  uniforms: [
+    "rows",
+    "nt",
+    "k",
+    "r0",
+    "t0",
+    "src_base",
+    "rs",
+    "ks",
+    "rb",
+    "bs",
+    "dst_row",
+    "row0",
+    "flip",
+  ],
+  bindings: ["src", "dst_f", "dst_h"],
+});
 
 // ---- row views ----
 
@@ -194,7 +214,7 @@ function stage(v: RowView, r0: number, rc: number, width: number, half: boolean)
   const staged = acquireTexture(gpu, half ? "rgba32uint" : "rgba32float", width, total);
   const kEnd = r0 + rc;
   const entry = half ? "pack_half" : "pack_f32";
-  const dst = half ? [null, staged.view] : [staged.view, null];
+  const dst = half ? { dst_h: staged.view } : { dst_f: staged.view };
   const maxBind = maxBindingBytes(gpu);
   const align = gpu.limits.minStorageBufferOffsetAlignment;
   const buf = t.storage.buffer;
@@ -248,26 +268,24 @@ function stage(v: RowView, r0: number, rc: number, width: number, half: boolean)
     const step = flip ? 64 * MAX_GRID : MAX_GRID;
     for (let row0 = 0; row0 < rows; row0 += step) {
       const n = Math.min(step, rows - row0);
-      gpu.dispatch({
-        shader: "matmul_pack",
-        entry,
+      PACK.dispatch(gpu, entry, {
         constants,
-        uniforms: [
+        u: {
           rows,
           nt,
-          kEnd,
-          r0 + t0 * g,
+          k: kEnd,
+          r0: r0 + t0 * g,
           t0,
-          shift,
-          v.rs,
-          v.ks,
+          src_base: shift,
+          rs: v.rs,
+          ks: v.ks,
           rb,
           bs,
-          dstRow,
+          dst_row: dstRow,
           row0,
           flip,
-        ],
-        bindings: [binding, ...dst],
+        },
+        b: { src: binding, ...dst },
         workgroups: flip ? [Math.ceil(n / 64), nt, 1] : [Math.ceil(nt / 64), n, 1],
         label: `${entry} ${t.describe()}`,
       });

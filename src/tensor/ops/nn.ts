@@ -11,6 +11,7 @@
 // inputs. Backward kernels recompute x̂ from x and the saved statistics.
 
 import { f32, type Gpu } from "../../gpu/device.ts";
+import { kernel } from "../../gpu/kernel.ts";
 import { record, Tensor } from "../tensor.ts";
 
 const WG = 256;
@@ -29,10 +30,10 @@ function sameShape(a: Tensor, b: Tensor): boolean {
   return a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
 }
 
-// Uniform block of nn.wgsl: n, rows, h, mode, eps, chunk.
-function uniforms(n: number, rows: number, h: number, mode: number, eps = 0, chunk = 0) {
-  return [n, rows, h, mode, f32(eps), chunk];
-}
+const K = kernel("nn", {
+  uniforms: ["n", "rows", "h", "mode", "eps", "chunk"],
+  bindings: ["a", "b", "c", "dy", "stats", "o1", "o2"],
+});
 
 function checkNorm(op: string, x: Tensor, w: Tensor, b: Tensor | null, eps: number): number {
   requireF32(op, x, w, ...(b ? [b] : []));
@@ -53,11 +54,9 @@ function normWeightGrads(gpu: Gpu, x: Tensor, dy: Tensor, stats: Tensor, h: numb
   const rows = x.size / h;
   const chunks = Math.max(1, Math.ceil(rows / ROW_CHUNK));
   const part = Tensor.empty(gpu, [chunks, 2, h], "f32");
-  gpu.dispatch({
-    shader: "nn",
-    entry: "norm_bwd_w",
-    uniforms: uniforms(0, rows, h, 0, 0, ROW_CHUNK),
-    bindings: [x.binding(), null, null, dy.binding(), stats.binding(), part.binding()],
+  K.dispatch(gpu, "norm_bwd_w", {
+    u: { rows, h, chunk: ROW_CHUNK },
+    b: { a: x, dy, stats, o1: part },
     workgroups: [Math.ceil(h / 64), chunks, 1],
     label: "norm_bwd_w",
   });
@@ -67,11 +66,9 @@ function normWeightGrads(gpu: Gpu, x: Tensor, dy: Tensor, stats: Tensor, h: numb
     return v;
   }
   const out = Tensor.empty(gpu, [2, h], "f32");
-  gpu.dispatch({
-    shader: "nn",
-    entry: "col_reduce",
-    uniforms: uniforms(2 * h, chunks, h, 0),
-    bindings: [part.binding(), null, null, null, null, out.binding()],
+  K.dispatch(gpu, "col_reduce", {
+    u: { n: 2 * h, rows: chunks, h },
+    b: { a: part, o1: out },
     workgroups: Math.ceil((2 * h) / 64),
     label: "col_reduce",
   });
@@ -100,12 +97,10 @@ function norm(
   const y = Tensor.empty(gpu, x.shape, "f32");
   const stats = Tensor.empty(gpu, [rows, 2], "f32");
   if (rows > 0) {
-    gpu.dispatch({
-      shader: "nn",
-      entry: "norm_fwd",
-      uniforms: uniforms(0, rows, h, mode, eps),
+    K.dispatch(gpu, "norm_fwd", {
+      u: { rows, h, mode, eps: f32(eps) },
       // RMSNorm has no bias: the weight is bound in its slot and ignored.
-      bindings: [x.binding(), w.binding(), (b ?? w).binding(), null, stats.binding(), y.binding()],
+      b: { a: x, b: w, c: b ?? w, stats, o1: y },
       workgroups: rows,
       label: op,
     });
@@ -115,11 +110,9 @@ function norm(
     let dx: Tensor | null = null;
     if (x.requiresGrad) {
       dx = Tensor.empty(gpu, x.shape, "f32");
-      gpu.dispatch({
-        shader: "nn",
-        entry: "norm_bwd_x",
-        uniforms: uniforms(0, rows, h, mode, eps),
-        bindings: [x.binding(), w.binding(), null, g.binding(), stats.binding(), dx.binding()],
+      K.dispatch(gpu, "norm_bwd_x", {
+        u: { rows, h, mode, eps: f32(eps) },
+        b: { a: x, b: w, dy: g, stats, o1: dx },
         workgroups: rows,
         label: `${op} backward x`,
       });
@@ -147,16 +140,13 @@ export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
   return norm("rmsNorm", 1, x, w, null, eps);
 }
 
-function pointwise(entry: string, n: number, bindings: (Tensor | null)[], label: string): void {
-  const gpu = bindings.find((t) => t)!.gpu;
-  gpu.dispatch({
-    shader: "nn",
-    entry,
-    uniforms: uniforms(n, 0, 0, 0),
-    bindings: bindings.map((t) => t?.binding() ?? null),
-    workgroups: Math.ceil(n / WG),
-    label,
-  });
+function pointwise(
+  entry: string,
+  n: number,
+  b: { a: Tensor; b?: Tensor; dy?: Tensor; o1: Tensor; o2?: Tensor },
+  label: string,
+): void {
+  K.dispatch(b.a.gpu, entry, { u: { n }, b, workgroups: Math.ceil(n / WG), label });
 }
 
 /** silu(gate) ⊙ up: gate, up same shape, f32. */
@@ -167,11 +157,11 @@ export function siluMul(gate: Tensor, up: Tensor): Tensor {
   }
   const n = gate.size;
   const y = Tensor.empty(gate.gpu, gate.shape, "f32");
-  pointwise("silu_mul_fwd", n, [gate, up, null, null, null, y], "siluMul");
+  pointwise("silu_mul_fwd", n, { a: gate, b: up, o1: y }, "siluMul");
   return record("siluMul", y, [gate, up], (g) => {
     const dg = Tensor.empty(gate.gpu, gate.shape, "f32");
     const du = Tensor.empty(gate.gpu, gate.shape, "f32");
-    pointwise("silu_mul_bwd", n, [gate, up, null, g, null, dg, du], "siluMul backward");
+    pointwise("silu_mul_bwd", n, { a: gate, b: up, dy: g, o1: dg, o2: du }, "siluMul backward");
     if (!gate.requiresGrad) dg.dispose();
     if (!up.requiresGrad) du.dispose();
     return [gate.requiresGrad ? dg : null, up.requiresGrad ? du : null];
@@ -183,10 +173,10 @@ export function geluTanh(x: Tensor): Tensor {
   requireF32("geluTanh", x);
   const n = x.size;
   const y = Tensor.empty(x.gpu, x.shape, "f32");
-  pointwise("gelu_fwd", n, [x, null, null, null, null, y], "geluTanh");
+  pointwise("gelu_fwd", n, { a: x, o1: y }, "geluTanh");
   return record("geluTanh", y, [x], (g) => {
     const dx = Tensor.empty(x.gpu, x.shape, "f32");
-    pointwise("gelu_bwd", n, [x, null, null, g, null, dx], "geluTanh backward");
+    pointwise("gelu_bwd", n, { a: x, dy: g, o1: dx }, "geluTanh backward");
     return [dx];
   }, [x]);
 }

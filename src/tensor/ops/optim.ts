@@ -13,6 +13,12 @@
 import { f32, type Gpu } from "../../gpu/device.ts";
 import { keep, noGrad, Tensor } from "../tensor.ts";
 import { flatWindows } from "../windows.ts";
+import { kernel } from "../../gpu/kernel.ts";
+
+const K = kernel("optim", {
+  uniforms: ["n", "decay", "step_size", "b1", "omb1", "b2", "omb2", "bc2_sqrt", "eps", "max_norm"],
+  bindings: ["p", "g", "m", "v", "coef", "sumsq", "cout"],
+});
 
 const WG = 256;
 /** vec4s updated by one invocation (optim.wgsl PER). */
@@ -41,11 +47,9 @@ export function clipCoefficient(sumsq: Tensor, maxNorm: number): Tensor {
     throw new Error(`clipCoefficient: maxNorm must be a positive number, got ${maxNorm}`);
   }
   const out = Tensor.empty(sumsq.gpu, [2], "f32");
-  sumsq.gpu.dispatch({
-    shader: "optim",
-    entry: "clip",
-    uniforms: [0, f32(0), f32(0), f32(0), f32(0), f32(0), f32(0), f32(0), f32(0), f32(maxNorm)],
-    bindings: [null, null, null, null, null, sumsq.binding(), out.binding()],
+  K.dispatch(sumsq.gpu, "clip", {
+    u: { max_norm: f32(maxNorm) },
+    b: { sumsq, cout: out },
     workgroups: 1,
     label: "clipCoefficient",
   });
@@ -103,28 +107,23 @@ export function adamwStep(
   const gpu = p.gpu;
   const c = coef ?? unit(gpu);
   const { lr, beta1, beta2, eps, weightDecay, step } = hp;
-  const uniforms = [
-    0,
-    f32(1 - lr * weightDecay),
-    f32(lr / (1 - beta1 ** step)),
-    f32(beta1),
-    f32(1 - beta1),
-    f32(beta2),
-    f32(1 - beta2),
-    f32(Math.sqrt(1 - beta2 ** step)),
-    f32(eps),
-    f32(0),
-  ];
+  const hyper = {
+    decay: f32(1 - lr * weightDecay),
+    step_size: f32(lr / (1 - beta1 ** step)),
+    b1: f32(beta1),
+    omb1: f32(1 - beta1),
+    b2: f32(beta2),
+    omb2: f32(1 - beta2),
+    bc2_sqrt: f32(Math.sqrt(1 - beta2 ** step)),
+    eps: f32(eps),
+  };
   // p, g, m, v have the same size, so their windows line up.
   const [wp, wg, wm, wv] = [p, g, m, v].map(flatWindows);
   const cb = c.binding();
   wp.forEach((w, k) => {
-    uniforms[0] = w.n;
-    gpu.dispatch({
-      shader: "optim",
-      entry: "adamw",
-      uniforms,
-      bindings: [w.binding, wg[k].binding, wm[k].binding, wv[k].binding, cb],
+    K.dispatch(gpu, "adamw", {
+      u: { n: w.n, ...hyper },
+      b: { p: w.binding, g: wg[k].binding, m: wm[k].binding, v: wv[k].binding, coef: cb },
       workgroups: Math.ceil(w.n / (4 * PER_INVOCATION * WG)),
       label: "adamw",
     });

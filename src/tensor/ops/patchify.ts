@@ -8,6 +8,12 @@
 // need a gradient.
 
 import { Tensor } from "../tensor.ts";
+import { kernel } from "../../gpu/kernel.ts";
+
+const K = kernel("patchify", {
+  uniforms: ["n", "c", "h", "w", "p", "gw", "np"],
+  bindings: ["x", "o"],
+});
 
 const WG = 256;
 
@@ -22,11 +28,9 @@ export function patchify(x: Tensor, p: number): Tensor {
   }
   const gh = Math.floor(h / p), gw = Math.floor(w / p);
   const out = Tensor.empty(x.gpu, [b, gh * gw, c * p * p], "f32");
-  x.gpu.dispatch({
-    shader: "patchify",
-    entry: "patchify",
-    uniforms: [out.size, c, h, w, p, gw, gh * gw],
-    bindings: [x.binding(), out.binding()],
+  K.dispatch(x.gpu, "patchify", {
+    u: { n: out.size, c, h, w, p, gw, np: gh * gw },
+    b: { x, o: out },
     workgroups: Math.ceil(out.size / WG),
     label: "patchify",
   });

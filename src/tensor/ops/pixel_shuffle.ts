@@ -7,6 +7,12 @@
 // routes each gradient back to its patch; cropped patches get 0.
 
 import { record, Tensor } from "../tensor.ts";
+import { kernel } from "../../gpu/kernel.ts";
+
+const K = kernel("pixel_shuffle", {
+  uniforms: ["n", "s", "r", "d", "g"],
+  bindings: ["src", "dst"],
+});
 
 const WG = 256;
 
@@ -24,21 +30,17 @@ export function pixelShuffle(x: Tensor, r: number): Tensor {
   if (g === 0) throw new Error(`pixelShuffle: factor ${r} exceeds the ${s}×${s} patch grid`);
   const gpu = x.gpu;
   const y = Tensor.empty(gpu, [batch, g * g, r * r * d], "f32");
-  gpu.dispatch({
-    shader: "pixel_shuffle",
-    entry: "fwd",
-    uniforms: [y.size, s, r, d, g],
-    bindings: [x.binding(), y.binding()],
+  K.dispatch(gpu, "fwd", {
+    u: { n: y.size, s, r, d, g },
+    b: { src: x, dst: y },
     workgroups: Math.ceil(y.size / WG),
     label: "pixelShuffle",
   });
   return record("pixelShuffle", y, [x], (gy) => {
     const dx = Tensor.empty(gpu, x.shape, "f32");
-    gpu.dispatch({
-      shader: "pixel_shuffle",
-      entry: "bwd",
-      uniforms: [dx.size, s, r, d, g],
-      bindings: [gy.binding(), dx.binding()],
+    K.dispatch(gpu, "bwd", {
+      u: { n: dx.size, s, r, d, g },
+      b: { src: gy, dst: dx },
       workgroups: Math.ceil(dx.size / WG),
       label: "pixelShuffle backward",
     });

@@ -8,6 +8,12 @@
 
 import { f32, type Gpu } from "../../gpu/device.ts";
 import { keep, record, Tensor } from "../tensor.ts";
+import { kernel } from "../../gpu/kernel.ts";
+
+const K = kernel("rope", {
+  uniforms: ["pairs", "heads", "half", "sgn"],
+  bindings: ["x", "pos", "inv_freq", "o"],
+});
 
 const WG = 64;
 
@@ -41,11 +47,9 @@ function rotate(x: Tensor, positions: Tensor, inv: Tensor, sgn: 1 | -1): Tensor 
   const [, , H, D] = x.shape;
   const out = Tensor.empty(x.gpu, x.shape, "f32");
   const pairs = x.size / 2;
-  x.gpu.dispatch({
-    shader: "rope",
-    entry: "rope",
-    uniforms: [pairs, H, D / 2, f32(sgn)],
-    bindings: [x.binding(), positions.binding(), inv.binding(), out.binding()],
+  K.dispatch(x.gpu, "rope", {
+    u: { pairs, heads: H, half: D / 2, sgn: f32(sgn) },
+    b: { x, pos: positions, inv_freq: inv, o: out },
     workgroups: Math.ceil(pairs / WG),
     label: sgn > 0 ? "rope" : "rope bwd",
   });

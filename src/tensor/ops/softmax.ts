@@ -4,6 +4,9 @@
 //   Rows of at most 1024 run one per invocation, longer rows one per workgroup.
 
 import { record, Tensor } from "../tensor.ts";
+import { kernel } from "../../gpu/kernel.ts";
+
+const K = kernel("softmax", { uniforms: ["rows", "n"], bindings: ["a", "b", "o"] });
 
 /** Rows longer than this use one workgroup per row (shaders/softmax.wgsl *_wide). */
 const SOFTMAX_WIDE = 1024;
@@ -13,11 +16,9 @@ function softmaxKernel(kind: "fwd" | "bwd", a: Tensor, b: Tensor | null, n: numb
   const rows = a.size / n;
   const wide = n > SOFTMAX_WIDE;
   const out = Tensor.empty(a.gpu, a.shape, "f32");
-  a.gpu.dispatch({
-    shader: "softmax",
-    entry: `${kind}_${wide ? "wide" : "rows"}`,
-    uniforms: [rows, n],
-    bindings: [a.binding(), b ? b.binding() : null, out.binding()],
+  K.dispatch(a.gpu, `${kind}_${wide ? "wide" : "rows"}`, {
+    u: { rows, n },
+    b: { a, b, o: out },
     workgroups: wide ? rows : Math.ceil(rows / SOFTMAX_WG),
     label: `softmax ${kind}`,
   });
