@@ -4,7 +4,6 @@
 
 import { trainHelp } from "../src/train/args.ts";
 import { argsFromArgv, runTraining } from "../src/train/trainer.ts";
-import { Gpu } from "../src/gpu/device.ts";
 import { announce } from "../src/gpu/announce.ts";
 
 export { argsFromArgv, trainFromArgv } from "../src/train/trainer.ts";

@@ -305,7 +305,7 @@ export class SupervisedStage implements Stage<Batch> {
     return applyStagePlan(model, this.plan);
   }
 
-  openData(_ctx: StageContext, bundle: { processor: SiqvlProcessor }) {
+  openData(_ctx: StageContext, bundle: { processor: SiqvlProcessor }): Promise<StageData<Batch>> {
     return openSupervisedData(this.args, bundle);
   }
 
