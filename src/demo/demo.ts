@@ -23,7 +23,7 @@ import { ImagePool } from "../data/image_pool.ts";
 import { SiqvlProcessor } from "../data/processor.ts";
 import { SIQVL_CHAT_TEMPLATE } from "../data/chat_template.ts";
 import { Gpu } from "../gpu/device.ts";
-import { buildSiqvl } from "../models/checkpoint.ts";
+import { openSiqvl } from "../models/factory.ts";
 import { generationEval, type GenRow, type GenSample } from "../train/gen_eval.ts";
 import { smallTokenizerConfig, trainByteLevelBpe } from "./small_tokenizer.ts";
 import {
@@ -146,23 +146,13 @@ export async function runDemo(
   const pool = new ImagePool({ workers: 0 });
   let before: number;
   {
-    const { TextTokenizer } = await import("../data/tokenizer.ts");
-    const tokenizer = await TextTokenizer.fromDir(models.text);
-    const m = await buildSiqvl(gpu, {
+    const { model: m, processor: proc } = await openSiqvl(gpu, {
       vision: models.vision,
       text: models.text,
       seed: cfg.seed,
       projector: { factor: cfg.pixelShuffle },
-      imageTokenId: tokenizer.requireId("<|image_pad|>"),
-      visionStartTokenId: tokenizer.requireId("<|vision_start|>"),
-      visionEndTokenId: tokenizer.requireId("<|vision_end|>"),
     });
     try {
-      const proc = new SiqvlProcessor({
-        tokenizer,
-        tokensPerImage: m.imageTokensPerImage,
-        imageSize: cfg.imageSize,
-      });
       const r = await generationEval(m, proc, pool, held, {
         maxNewTokens: 4,
         temperature: 0,
