@@ -20,7 +20,6 @@
 import { join } from "node:path";
 import { generateShapesSample } from "../data/datasets/shapes.ts";
 import { ImagePool } from "../data/image_pool.ts";
-import { SiqvlProcessor } from "../data/processor.ts";
 import { SIQVL_CHAT_TEMPLATE } from "../data/chat_template.ts";
 import { Gpu } from "../gpu/device.ts";
 import { openSiqvl } from "../models/factory.ts";
