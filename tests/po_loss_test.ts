@@ -12,6 +12,8 @@ import {
   preferenceWins,
 } from "../src/train/po_loss.ts";
 import { hostLoss } from "../src/train/host_loss.ts";
+import { grpoObjective, PREFERENCE_STATS, preferenceObjective } from "../src/train/po_objective.ts";
+import { grpoLoss } from "../src/train/grpo.ts";
 
 // The plain references: the textbook formulas, written directly (no stable rewrites).
 const sig = (z: number) => 1 / (1 + Math.exp(-z));
@@ -239,5 +241,72 @@ Deno.test(
     }
     h.dispose();
     w.dispose();
+  },
+);
+
+Deno.test(
+  "po_loss: the GPU objective matches the f64 losses (values, stats, gradients)",
+  GPU_TEST,
+  async () => {
+    const g = await gpu();
+    for (const cfg of CONFIGS) {
+      const p = randomPairs(5, 77 + cfg.type.length);
+      const want = preferenceLoss(cfg, {
+        chosen: p.c,
+        rejected: p.r,
+        chosenTokens: p.nc,
+        rejectedTokens: p.nr,
+        refChosen: p.c0,
+        refRejected: p.r0,
+      });
+      const lp = Tensor.from(g, [...p.c, ...p.r], [10]);
+      lp.requiresGrad = true;
+      const ref = Tensor.from(g, [...p.c0, ...p.r0], [10]);
+      const { loss, stats } = preferenceObjective(lp, ref, [...p.nc, ...p.nr], cfg);
+      const what = JSON.stringify(cfg);
+      assertClose([await loss.item()], [want.loss], 1e-5, `${what} loss`);
+      const names = PREFERENCE_STATS.slice(0, 6);
+      const got = await Promise.all(stats.slice(0, 6).map((s) => s.item()));
+      assertClose(got, names.map((n) => want.metrics[n]), 1e-5, `${what} stats`);
+      loss.backward();
+      assertClose(
+        await lp.grad!.read(),
+        [...want.dChosen, ...want.dRejected],
+        1e-4,
+        `${what} grad`,
+      );
+      for (const t of [lp, ref, loss, ...stats]) t.dispose();
+    }
+    // GRPO, on-policy with a reference
+    const adv = [0.7, -0.4, 1.1], seq = [0, 0, 1, 2, 2, 2];
+    const logp = [-1.2, -0.3, -2.2, -0.7, -0.1, -1.9], ref = logp.map((x, i) => x + 0.1 * (i - 2));
+    const cfg = {
+      epsilon: 0.2,
+      epsilonHigh: 0.2,
+      beta: 0.05,
+      lossType: "dapo" as const,
+      maxCompletionLength: 8,
+    };
+    const want = grpoLoss(cfg, { logp, refLogp: ref, seq, advantages: adv });
+    const lp = Tensor.from(g, logp, [6]);
+    lp.requiresGrad = true;
+    const refT = Tensor.from(g, ref, [6]);
+    const { loss, stats } = grpoObjective(
+      lp,
+      refT,
+      Float32Array.from(seq, (s) => adv[s]),
+      new Float32Array(6).fill(1 / 6),
+      cfg,
+    );
+    assertClose([await loss.item()], [want.loss], 1e-5, "grpo loss");
+    assertClose(
+      [await stats[0].item(), await stats[1].item()],
+      [want.metrics.kl!, 0],
+      1e-5,
+      "grpo stats",
+    );
+    loss.backward();
+    assertClose(await lp.grad!.read(), want.dLogp, 1e-5, "grpo grad");
+    for (const t of [lp, refT, loss, ...stats]) t.dispose();
   },
 );

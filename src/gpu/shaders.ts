@@ -15,6 +15,7 @@ export const SHADER_FILES: readonly string[] = [
   "optim",
   "patchify",
   "pixel_shuffle",
+  "po_loss",
   "rope",
   "seq_logprob",
   "softmax",

@@ -9,7 +9,7 @@
 // "projector.norm.*" (written as "projector.mlp.weight" in checkpoints, see checkpoint.ts).
 
 import { shiftLabels } from "../data/collator.ts";
-import { noGrad, scatterRows, Tensor, tidy } from "../tensor/mod.ts";
+import { gatherRows, noGrad, scatterRows, Tensor, tidy } from "../tensor/mod.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { Module } from "../nn/module.ts";
 import { nextDropoutStep } from "../nn/dropout.ts";
@@ -32,6 +32,12 @@ export interface SiqvlInputs {
   pixelValues?: Tensor;
   /** RoPE positions [B, T] (default 0..T−1 in every row, as HF training does). */
   positions?: Int32Array | number[];
+  /**
+   * The image each <|image_pad|> run takes (default: run k takes image k). Rows that repeat an
+   * image (a preference pair, a group of sampled completions) then share its features: the
+   * vision tower and projector run once per image.
+   */
+  imageIndex?: ArrayLike<number>;
 }
 
 /** What a forward pass returns (all tensors owned by the caller). */
@@ -88,6 +94,7 @@ export class SiqvlModel extends Module {
     t: number,
     pixelValues?: Tensor,
     tap?: Tap,
+    imageIndex?: ArrayLike<number>,
   ): Tensor {
     if (ids.length !== b * t) throw new Error(`input_ids has ${ids.length} ids, not ${b}×${t}`);
     const imageId = this.config.imageTokenId, vocab = this.config.text.vocabSize;
@@ -102,10 +109,16 @@ export class SiqvlModel extends Module {
     }
     const n = this.imageTokensPerImage;
     const images = pixelValues ? pixelValues.shape[0] : 0;
-    if (slots.length !== images * n) {
+    const runs = imageIndex ? imageIndex.length : images;
+    if (
+      imageIndex && Array.prototype.some.call(imageIndex, (k: number) => !(k >= 0 && k < images))
+    ) {
+      throw new Error(`imageIndex must name images in [0, ${images})`);
+    }
+    if (slots.length !== runs * n) {
       throw new Error(
         `image token count mismatch: input_ids contain ${slots.length} <|image_pad|> ` +
-          `(id ${imageId}) tokens, but the ${images} image(s) produce ${images * n} image ` +
+          `(id ${imageId}) tokens, but the ${runs} image(s) produce ${runs * n} image ` +
           `tokens (${n} per image)`,
       );
     }
@@ -116,7 +129,15 @@ export class SiqvlModel extends Module {
       const feats = this.imageFeatures(pixelValues!, tap); // [I, n, Dt]
       const d = this.config.text.hiddenSize;
       const idx = Tensor.from(this.gpu, Int32Array.from(slots), [slots.length], "i32");
-      const fused = scatterRows(emb.reshape([b * t, d]), idx, feats.reshape([slots.length, d]));
+      let rows = feats.reshape([images * n, d]);
+      if (imageIndex) {
+        const src = Int32Array.from(
+          { length: slots.length },
+          (_, k) => imageIndex[Math.floor(k / n)] * n + (k % n),
+        );
+        rows = gatherRows(rows, Tensor.from(this.gpu, src, [src.length], "i32"));
+      }
+      const fused = scatterRows(emb.reshape([b * t, d]), idx, rows);
       return fused.reshape([b, t, d]);
     });
   }
@@ -126,7 +147,14 @@ export class SiqvlModel extends Module {
     const { batch: b, seqLen: t } = inputs;
     if (this.training) nextDropoutStep();
     return tidy(() => {
-      const embeds = this.embedInputs(inputs.inputIds, b, t, inputs.pixelValues, tap);
+      const embeds = this.embedInputs(
+        inputs.inputIds,
+        b,
+        t,
+        inputs.pixelValues,
+        tap,
+        inputs.imageIndex,
+      );
       tap?.("fused.inputs_embeds", embeds);
       const ctx: LmContext = {
         positions: inputs.positions

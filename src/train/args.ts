@@ -232,6 +232,13 @@ export const FLAGS = {
   gen_samples: { kind: "int", def: 20, min: 0, help: "fixed eval samples for generation eval" },
   gen_steps: { kind: "int", def: 500, min: 1, help: "generation eval every N steps" },
   gen_max_new_tokens: { kind: "int", def: 64, min: 1, help: "generation eval: max new tokens" },
+  eval_tasks: {
+    kind: "list",
+    def: null,
+    help: "benchmark tasks (src/eval/tasks names or task .json files) run every gen_steps; " +
+      "logged as eval/<task>/<metric>",
+  },
+  eval_limit: { kind: "int", def: 64, min: 1, help: "--eval_tasks: questions per task" },
   gen_temperature: {
     kind: "float",
     def: 0,
