@@ -30,6 +30,8 @@ export interface ExportInfo {
   trainLoss?: number;
   evalLoss?: number;
   exactMatch?: number;
+  /** Benchmark results "<task>/<metric>" → value (--eval_tasks, src/eval/callback.ts). */
+  benchmarks?: Record<string, number>;
   numTrainable: number;
   numTotal: number;
   /** Precision flag in words ("bf16 storage of frozen weights, f32 math"). */
@@ -148,6 +150,18 @@ export function modelCard(info: ExportInfo, hubId?: string): string {
     `${info.numTotal.toLocaleString("en-US")}`,
     `- final train loss: ${fmt(info.trainLoss)}; eval loss: ${fmt(info.evalLoss)}` +
     (info.exactMatch !== undefined ? `; generation exact match: ${fmt(info.exactMatch, 3)}` : ""),
+    ...(info.benchmarks && Object.keys(info.benchmarks).length
+      ? [
+        "",
+        "## Evaluation",
+        "",
+        "Benchmark tasks at the last step (`deno task eval`; task/metric):",
+        "",
+        "| task/metric | value |",
+        "|---|---:|",
+        ...Object.entries(info.benchmarks).map(([k, v]) => `| ${k} | ${fmt(v)} |`),
+      ]
+      : []),
     "",
     "## Files",
     "",
