@@ -12,10 +12,12 @@ import type { Gpu } from "../src/gpu/device.ts";
 import {
   add,
   checkpoint,
+  checkpointStats,
   geluTanh,
   layerNorm,
   mul,
   noGrad,
+  setCheckpointBudget,
   siluMul,
   sum,
   Tensor,
@@ -162,6 +164,61 @@ Deno.test(
     }
     // The recompute of one layer at a time keeps backward's peak below the plain forward's hold.
     if (!(d8.peak < d8.plainSaved)) throw new Error(`peak ${d8.peak} vs ${d8.plainSaved}`);
+  },
+);
+
+Deno.test(
+  "tape: a checkpoint budget keeps the tape of the calls that fit, same gradients",
+  GPU_TEST,
+  async () => {
+    const g = await gpu();
+    const depth = 6;
+    const xv = rand(N * H, 9);
+    // One layer's inner activations (what a kept call holds beyond its output).
+    const perLayer = 3 * ACT + STATS;
+    const run = async (budget: number) => {
+      const x = Tensor.from(g, xv, [N, H]);
+      x.requiresGrad = true;
+      const layers = makeLayers(g, depth);
+      const prev = setCheckpointBudget(budget);
+      checkpointStats(true);
+      const base = live(g);
+      let loss: Tensor;
+      try {
+        loss = forward(x, layers, true);
+      } finally {
+        setCheckpointBudget(prev);
+      }
+      const saved = live(g) - base;
+      const stats = checkpointStats(true);
+      loss.backward();
+      loss.dispose();
+      const out = { saved, stats, grads: await grads(layers), gx: await x.grad!.read() };
+      if (checkpointStats().keptBytes !== 0) throw new Error("kept calls outlive backward");
+      disposeAll(layers, x);
+      return out;
+    };
+    const none = await run(0);
+    // Room for 3 layers (each kept call holds its inner activations plus its output).
+    const some = await run(3 * (perLayer + ACT));
+    const all = await run(Infinity);
+    if (none.stats.kept !== 0 || none.stats.recomputed !== depth) {
+      throw new Error(`budget 0: ${JSON.stringify(none.stats)}`);
+    }
+    if (some.stats.kept !== 3 || some.stats.recomputed !== depth - 3) {
+      throw new Error(`budget of 3 layers: ${JSON.stringify(some.stats)}`);
+    }
+    if (all.stats.kept !== depth) throw new Error(`budget ∞: ${JSON.stringify(all.stats)}`);
+    if (!(none.saved < some.saved && some.saved < all.saved)) {
+      throw new Error(`held ${none.saved} / ${some.saved} / ${all.saved}`);
+    }
+    if (some.saved - none.saved !== 3 * perLayer) {
+      throw new Error(`3 kept layers hold ${some.saved - none.saved}, want ${3 * perLayer}`);
+    }
+    for (const r of [some, all]) {
+      r.grads.forEach((v, k) => assertClose(v, none.grads[k], 0, `grad ${k}`));
+      assertClose(r.gx, none.gx, 0, "grad of x");
+    }
   },
 );
 

@@ -7,7 +7,11 @@
 // as soon as its closure has run — activations die at their last use.
 //
 // Gradient checkpointing: checkpoint(fn, inputs) runs fn and keeps no inner tape; its node re-runs
-// fn under a fresh tape during backward and pushes the gradient through that.
+// fn under a fresh tape during backward and pushes the gradient through that. It is chosen by
+// memory: setCheckpointBudget(bytes) lets checkpoint() keep the inner tape of a call (no
+// recompute) while the activations kept that way — measured as the pool's live-byte growth over
+// fn — stay within the budget; only the calls past it drop their tape. The budget is 0 (always
+// recompute) until set.
 
 import { enableGrad, keep, newNodeId, noGrad, setBackwardImpl, Tensor, tidy } from "./tensor.ts";
 import { addInPlace, fill } from "./ops/elementwise.ts";
@@ -136,14 +140,61 @@ export function releaseGraph(outputs: Tensor[], stop?: Set<Tensor>): void {
   for (const t of order(outputs, stop)) releaseNode(t);
 }
 
+let checkpointBudget = 0;
+/** Checkpointed calls whose inner tape is kept, with the bytes it holds, until their backward. */
+const keptCalls: { out: Tensor; bytes: number }[] = [];
+const checkpointCounts = { kept: 0, recomputed: 0 };
+
+/**
+ * Let checkpoint() keep up to `bytes` of inner activations instead of recomputing them (0: always
+ * recompute, Infinity: never). Returns the previous budget.
+ */
+export function setCheckpointBudget(bytes: number): number {
+  if (!(bytes >= 0)) throw new Error(`setCheckpointBudget: bad byte count ${bytes}`);
+  const prev = checkpointBudget;
+  checkpointBudget = bytes;
+  return prev;
+}
+
+/** checkpoint() calls since the last reset that kept their tape / will recompute; bytes kept now. */
+export function checkpointStats(reset = false): {
+  kept: number;
+  recomputed: number;
+  keptBytes: number;
+} {
+  const out = { ...checkpointCounts, keptBytes: keptNow() };
+  if (reset) checkpointCounts.kept = checkpointCounts.recomputed = 0;
+  return out;
+}
+
+// Bytes held by kept calls whose backward has not run yet (their output still has its node).
+function keptNow(): number {
+  for (let i = keptCalls.length - 1; i >= 0; i--) {
+    if (!keptCalls[i].out.node) keptCalls.splice(i, 1);
+  }
+  return keptCalls.reduce((s, k) => s + k.bytes, 0);
+}
+
 /**
  * Gradient checkpointing: `fn(...inputs)` runs now without keeping its inner activations; during
  * backward it is run again under a fresh tape and the gradient is pushed through that recompute.
  * Parameters used inside `fn` receive their gradients then. `fn` must be deterministic.
  */
 export function checkpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[]): Tensor {
+  const pool = inputs[0]?.gpu.pool;
+  const already = checkpointBudget > 0 ? keptNow() : 0;
+  const live0 = pool?.stats().live ?? 0;
   const out = tidy(() => fn(...inputs));
   if (!out.requiresGrad || !out.node) return out;
+  if (checkpointBudget > 0 && pool) {
+    const bytes = Math.max(0, pool.stats().live - live0);
+    if (already + bytes <= checkpointBudget) {
+      keptCalls.push({ out, bytes });
+      checkpointCounts.kept++;
+      return out;
+    }
+  }
+  checkpointCounts.recomputed++;
   // Forget the inner graph: only the inputs are kept (their storage is saved below).
   releaseGraph([out], new Set(inputs));
   out.requiresGrad = false;

@@ -5,11 +5,12 @@
 // Everything is first written to `.final.tmp-{pid}/` inside the stage directory and then moved
 // in, config.json last: a directory with config.json + model.safetensors is always complete.
 
-import { join } from "node:path";
+import { isAbsolute, join, relative, resolve } from "node:path";
 import type { SiqvlProcessor } from "../data/processor.ts";
-import { exists } from "../io/file.ts";
+import { exists, readJson, writeJson } from "../io/file.ts";
+import { writeHfParts, writeHfRemoteCode } from "../io/hf_interop.ts";
 import { openTensors } from "../io/reader.ts";
-import { writeTorchBin } from "../io/torch_bin.ts";
+import { writeStateDict } from "../io/state_dict.ts";
 import { PROCESSOR_FILES, saveSiqvl } from "../models/checkpoint.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
 import { runBaseName, shortModelName } from "./checkpoint.ts";
@@ -195,6 +196,46 @@ export interface ExportResult {
   dir: string;
   files: string[];
   merged?: string;
+  /** Optional extras that failed (the final model itself is in place). */
+  warnings: string[];
+}
+
+/**
+ * The adapter's `base_model_name_or_path`: a hub id as given, or a local model directory as a
+ * path relative to the export directory (never an absolute local path).
+ */
+export function adapterBaseName(textId: string, exportDir: string): string {
+  const local = isAbsolute(textId) || textId.startsWith(".") || isDirSync(textId);
+  return local ? relative(resolve(exportDir), resolve(textId)) || "." : textId;
+}
+
+function isDirSync(p: string): boolean {
+  try {
+    return Deno.statSync(p).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A stage-2 LoRA export keeps the base weights in model.safetensors and the adapter beside
+ * them: say so in config.json (`siqvl_lora`) so no reader mistakes the weights for the model.
+ */
+async function markAdapterNeeded(dir: string): Promise<void> {
+  if (!(await exists(join(dir, "adapter_config.json")))) return;
+  const cfgPath = join(dir, "config.json");
+  const cfg = await readJson(cfgPath);
+  await writeJson(cfgPath, {
+    ...cfg,
+    siqvl_lora: {
+      merged: false,
+      adapter: "adapter_model.safetensors",
+      adapter_config: "adapter_config.json",
+      note: "model.safetensors holds the BASE language model weights; the trained model is " +
+        "base + the PEFT LoRA adapter beside it (siqvl applies it; with PyTorch use PEFT, " +
+        "or export with --merge_lora and load merged/)",
+    },
+  });
 }
 
 /** Write the final model into `stageDir` (atomically per directory, see module docs). */
@@ -208,11 +249,29 @@ export async function writeFinalModel(
   const tmp = join(stageDir, `.final.tmp-${Deno.pid}`);
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
   await Deno.mkdir(tmp, { recursive: true });
+  const warnings: string[] = [];
   const fill = async (dir: string, lora: "adapter" | "merge") => {
-    await saveSiqvl(model, dir, { lora, baseModelNameOrPath: info.textId });
+    const baseModelNameOrPath = adapterBaseName(info.textId, stageDir);
+    await saveSiqvl(model, dir, { lora, baseModelNameOrPath });
+    await markAdapterNeeded(dir);
     await writeProcessorFiles(dir, model, processor, info.tokenizerFrom, info.genMaxNewTokens);
     await Deno.writeTextFile(join(dir, "README.md"), modelCard(info, opts.hubId));
-    if (opts.pytorchBin) await safetensorsToTorchBin(dir);
+    await writeHfRemoteCode(dir);
+  };
+  // Extras never take the final model with them: a failure is reported and cleaned up.
+  const extra = async (what: string, dir: string, run: () => Promise<unknown>, undo: string[]) => {
+    try {
+      await run();
+    } catch (e) {
+      for (const p of undo) await Deno.remove(join(dir, p), { recursive: true }).catch(() => {});
+      warnings.push(`${what} failed (the final model is complete): ${(e as Error).message}`);
+    }
+  };
+  const extras = async (dir: string) => {
+    await extra("HF vision/ and text/ folders", dir, () => writeHfParts(dir), ["vision", "text"]);
+    if (opts.pytorchBin) {
+      await extra("--save_pytorch_bin", dir, () => safetensorsToTorchBin(dir), []);
+    }
   };
   try {
     await fill(tmp, "adapter");
@@ -224,7 +283,8 @@ export async function writeFinalModel(
   } finally {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
   }
-  const result: ExportResult = { dir: stageDir, files: [] };
+  await extras(stageDir);
+  const result: ExportResult = { dir: stageDir, files: [], warnings };
   result.files = [...Deno.readDirSync(stageDir)]
     .filter((e) => e.isFile)
     .map((e) => e.name)
@@ -234,27 +294,43 @@ export async function writeFinalModel(
     const merged = join(stageDir, "merged");
     await Deno.remove(mtmp, { recursive: true }).catch(() => {});
     await Deno.mkdir(mtmp);
-    try {
-      await fill(mtmp, "merge");
-      await Deno.remove(merged, { recursive: true }).catch(() => {});
-      await Deno.rename(mtmp, merged);
-    } finally {
-      await Deno.remove(mtmp, { recursive: true }).catch(() => {});
-    }
-    result.merged = merged;
+    await extra("--merge_lora", stageDir, async () => {
+      try {
+        await fill(mtmp, "merge");
+        await extras(mtmp);
+        await Deno.remove(merged, { recursive: true }).catch(() => {});
+        await Deno.rename(mtmp, merged);
+        result.merged = merged;
+      } finally {
+        await Deno.remove(mtmp, { recursive: true }).catch(() => {});
+      }
+    }, []);
   }
   return result;
 }
 
-/** Write `pytorch_model.bin` beside `model.safetensors` with the same tensors. */
+/**
+ * Write the PyTorch weights beside the safetensors ones with the same tensors and the same
+ * sharding: `pytorch_model.bin`, or `pytorch_model-0000k-of-0000n.bin` + its index when the
+ * export is sharded (`model.safetensors.index.json`).
+ */
 export async function safetensorsToTorchBin(dir: string): Promise<void> {
-  const reader = await openTensors(join(dir, "model.safetensors"));
+  const reader = await openTensors(dir);
   try {
     const tensors = reader.keys().map((name) => {
       const info = reader.info(name);
       return { name, dtype: info.dtype, shape: info.shape, data: () => reader.read(name) };
     });
-    await writeTorchBin(join(dir, "pytorch_model.bin"), tensors, { prefix: "pytorch_model" });
+    let maxShardBytes: number | undefined;
+    const index = join(dir, "model.safetensors.index.json");
+    if (await exists(index)) {
+      // Same shard boundaries as the safetensors files: cap at the largest shard.
+      const files = new Set(Object.values((await readJson(index)).weight_map as object));
+      let largest = 0;
+      for (const f of files) largest = Math.max(largest, (await Deno.stat(join(dir, f))).size);
+      maxShardBytes = largest;
+    }
+    await writeStateDict(dir, tensors, { format: "bin", maxShardBytes, keepOther: true });
   } finally {
     reader.close();
   }
