@@ -27,12 +27,7 @@ export async function main(argv: string[]): Promise<number> {
     const k = Deno.env.get("SIQVL_KILL_AFTER_STEPS");
     if (k) kill = Number(k);
   } catch { /* no --allow-env */ }
-  const callbacks = [];
-  if (args.eval_tasks?.length) {
-    const { EvalTasksCallback } = await import("../src/eval/callback.ts");
-    callbacks.push(await EvalTasksCallback.create(args.eval_tasks, args.eval_limit));
-  }
-  const res = await runTraining({ args, killAfterSteps: kill, callbacks });
+  const res = await runTraining({ args, killAfterSteps: kill });
   if (res.status === "killed") Deno.exit(137);
   return res.status === "stopped-nonfinite" ? 2 : 0;
 }

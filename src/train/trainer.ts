@@ -227,9 +227,17 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     const evalCb = data.evalSource ? new EvalLossCallback(data.evalSource, baseLoss) : null;
     const genCb = data.genSamples.length ? new GenEvalCallback(data.genSamples) : null;
     if (genCb) cleanup.push(() => genCb.close());
+    // Benchmark tasks (--eval_tasks, src/eval/callback.ts); task files are checked here.
+    const benchCb = a.eval_tasks?.length
+      ? await (await import("../eval/callback.ts")).EvalTasksCallback.create(
+        a.eval_tasks,
+        a.eval_limit,
+      )
+      : null;
     const callbacks: TrainerCallback[] = [
       ...(evalCb ? [evalCb] : []),
       ...(genCb ? [genCb] : []),
+      ...(benchCb ? [benchCb] : []),
       ...(opts.callbacks ?? []),
     ];
 
