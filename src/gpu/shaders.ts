@@ -8,6 +8,7 @@ export const SHADER_FILES: readonly string[] = [
   "cast",
   "elementwise",
   "embedding",
+  "finite",
   "linear_ce",
   "matmul",
   "matmul_pack",
