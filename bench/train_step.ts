@@ -8,11 +8,17 @@
 //
 //   deno run -A --unstable-webgpu bench/train_step.ts [--scale ci|real|both] [--steps 2]
 //       [--only stage1,lora,full] [--json out.json] [--md bench/RESULTS_train.md]
-//       [--profile] [--profile_json prefix]
+//       [--profile] [--profile_json prefix] [--variant base,new] [--activation_budget_mb 1024]
 //
-// --profile: the last timed step runs under the profiler (src/gpu/profile.ts): tables per kernel
-// family, model part and kernel are printed, and the report is written to
-// <prefix>-<scale>-<config>.json (default prefix /tmp/siqvl-profile).
+// --variant: run each configuration once per variant, in this process (before/after in one run
+// on a shared machine): "base" = the kernel paths of before issue 14 (checkpointing always
+// recomputes, the loss reads every position, …; see VARIANTS), "new" = the current defaults with
+// checkpointing chosen by memory (--activation_budget_mb of kept activations, default 1024).
+// --profile: the timed steps run under the profiler (src/gpu/profile.ts; one compute pass per
+// dispatch): tables per kernel family, model part and kernel are printed, and the report is
+// written to <prefix>-<scale>-<config>-<variant>.json (default prefix /tmp/siqvl-profile).
+// Each row also gives the CPU seconds of the timed steps (lavapipe runs the shaders on this
+// process's threads) and the process's peak RSS.
 // The first step of each configuration compiles its shaders and is reported separately; the
 // timed steps end with a readback (the GPU has finished). Peak bytes are the buffer pool's peak
 // during the timed steps (weights + optimizer state + activations + gradients).
@@ -32,10 +38,18 @@ import { DEMO_CONFIG, prepareDemoModels } from "../src/demo/demo.ts";
 import { LORA_TARGETS } from "../src/models/qwen2.ts";
 import { TextTokenizer } from "../src/data/tokenizer.ts";
 import {
+  checkpointStats,
+  setCheckpointBudget,
+  type Tuning,
+  tuning,
+  TUNING_DEFAULTS,
+} from "../src/tensor/mod.ts";
+import {
   formatProfile,
   instrumentMethod,
   instrumentParts,
   peakRssBytes,
+  processCpuSeconds,
   SIQVL_PART_METHODS,
   siqvlPart,
   startProfile,
@@ -53,6 +67,8 @@ const { values } = parseArgs({
     dir: { type: "string" },
     profile: { type: "boolean", default: false },
     profile_json: { type: "string", default: "/tmp/siqvl-profile" },
+    variant: { type: "string", default: "new" },
+    activation_budget_mb: { type: "string", default: "1024" },
   },
   strict: true,
 });
@@ -62,10 +78,28 @@ const SCALES = values.scale === "both" ? ["ci", "real"] : [values.scale!];
 for (const s of SCALES) if (s !== "ci" && s !== "real") throw new Error(`--scale ${s}?`);
 const ONLY = values.only?.split(",") ?? ["stage1", "lora", "full"];
 const DIR = values.dir ?? "/tmp/siqvl-train-bench";
+const BUDGET = Number(values.activation_budget_mb) * 2 ** 20;
+if (!(BUDGET >= 0)) throw new Error("--activation_budget_mb must be a number >= 0");
+
+/** Kernel-path switches and checkpoint budget of each variant. */
+const VARIANTS: Record<string, { tuning: Partial<Tuning>; budget: number }> = {
+  base: { tuning: { compactLossRows: false }, budget: 0 },
+  new: { tuning: { ...TUNING_DEFAULTS }, budget: BUDGET },
+};
+const VARIANT_LIST = values.variant!.split(",");
+for (const v of VARIANT_LIST) {
+  if (!VARIANTS[v]) throw new Error(`--variant ${v}? (${Object.keys(VARIANTS).join(", ")})`);
+}
 
 interface Row {
   scale: string;
   config: string;
+  variant: string;
+  /** CPU seconds per timed step. */
+  cpuSec: number;
+  /** Checkpointed layer calls per step that kept their tape / recomputed. */
+  kept?: number;
+  recomputed?: number;
   params: number;
   trainable: number;
   tokens: number;
@@ -197,6 +231,7 @@ async function bench(
   config: string,
   dirs: { vision: string; text: string },
   makeBatch: (m: SiqvlModel) => BatchArrays,
+  variant: string,
 ): Promise<Row> {
   const plan: StagePlan = {
     stage: config === "stage1" ? 1 : 2,
@@ -205,6 +240,8 @@ async function bench(
   const row: Row = {
     scale,
     config,
+    variant,
+    cpuSec: NaN,
     params: 0,
     trainable: 0,
     tokens: 0,
@@ -235,6 +272,7 @@ async function bench(
     }
     await prepareStorage(model, plan, "bf16");
     const trainable = applyStagePlan(model, plan);
+    // Checkpointing on; the variant's budget decides how many layers really recompute.
     model.text.gradientCheckpointing = true;
     model.train(true);
     row.params = model.numParameters();
@@ -247,28 +285,36 @@ async function bench(
     await runner.run(1, [mb], 1e-5);
     await runner.drain();
     row.firstStepSec = (performance.now() - t) / 1000;
+    const undo = values.profile
+      ? [
+        instrumentParts(model, siqvlPart, SIQVL_PART_METHODS),
+        instrumentMethod(opt, "update", "optimizer"),
+      ]
+      : [];
+    if (values.profile) await startProfile(gpu);
     const d0 = gpu.dispatches;
     gpu.pool.resetPeak();
+    checkpointStats(true);
+    const cpu0 = processCpuSeconds();
     t = performance.now();
     for (let s = 0; s < STEPS; s++) await runner.run(2 + s, [mb], 1e-5);
     const stats = await runner.drain();
     row.stepSec = (performance.now() - t) / 1000 / STEPS;
+    row.cpuSec = (processCpuSeconds() - cpu0) / STEPS;
     row.dispatches = Math.round((gpu.dispatches - d0) / STEPS);
+    const ck = checkpointStats(true);
+    row.kept = ck.kept / STEPS;
+    row.recomputed = ck.recomputed / STEPS;
     row.tokensPerSec = row.tokens / row.stepSec;
     row.peakBytes = gpu.memory().peak;
     row.loss = stats[stats.length - 1].loss;
     if (values.profile) {
-      const undo = [
-        instrumentParts(model, siqvlPart, SIQVL_PART_METHODS),
-        instrumentMethod(opt, "update", "optimizer"),
-      ];
-      await startProfile(gpu);
-      await runner.run(2 + STEPS, [mb], 1e-5);
-      await runner.drain();
       const report = await stopProfile(gpu);
       undo.forEach((f) => f());
-      console.log(`\n${scale} ${config}, one profiled step:\n${formatProfile(report)}\n`);
-      const file = `${values.profile_json}-${scale}-${config}.json`;
+      console.log(
+        `\n${scale} ${config} (${variant}), ${STEPS} profiled step(s):\n${formatProfile(report)}\n`,
+      );
+      const file = `${values.profile_json}-${scale}-${config}-${variant}.json`;
       await Deno.writeTextFile(file, JSON.stringify(report, null, 2));
       console.log(`profile written to ${file}`);
     }
@@ -282,13 +328,16 @@ async function bench(
   row.peakRssBytes = peakRssBytes();
   const fmt = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "–");
   console.log(
-    `${scale} ${config}: ${
+    `${scale} ${config} (${variant}): ${
       row.error
         ? `FAILED: ${row.error}`
         : `first step ${fmt(row.firstStepSec)} s, step ${fmt(row.stepSec, 3)} s ` +
-          `(${row.dispatches} dispatches), ${fmt(row.tokensPerSec, 1)} tok/s, peak ${
-            (row.peakBytes / 2 ** 20).toFixed(0)
-          } MiB (process peak RSS ${(row.peakRssBytes / 2 ** 20).toFixed(0)} MiB), ` +
+          `(${fmt(row.cpuSec, 1)} CPU-s, ${row.dispatches} dispatches, checkpointed layers ` +
+          `kept ${row.kept} / recomputed ${row.recomputed}), ${
+            fmt(row.tokensPerSec, 1)
+          } tok/s, peak ${(row.peakBytes / 2 ** 20).toFixed(0)} MiB (process peak RSS ${
+            (row.peakRssBytes / 2 ** 20).toFixed(0)
+          } MiB), ` +
           `loss ${fmt(row.loss, 4)}`
     }`,
   );
@@ -301,14 +350,26 @@ for (const scale of SCALES) {
     ? await realModels()
     : await prepareDemoModels(join(DIR, "ci"), DEMO_CONFIG);
   for (const config of ONLY) {
-    rows.push(
-      await bench(
-        scale,
-        config,
-        dirs,
-        (m) => (scale === "real" ? realBatch(m, 300) : ciBatch(m, 32)),
-      ),
-    );
+    for (const variant of VARIANT_LIST) {
+      const v = VARIANTS[variant];
+      const prevBudget = setCheckpointBudget(v.budget);
+      const saved = { ...tuning };
+      Object.assign(tuning, v.tuning);
+      try {
+        rows.push(
+          await bench(
+            scale,
+            config,
+            dirs,
+            (m) => (scale === "real" ? realBatch(m, 300) : ciBatch(m, 32)),
+            variant,
+          ),
+        );
+      } finally {
+        Object.assign(tuning, saved);
+        setCheckpointBudget(prevBudget);
+      }
+    }
   }
 }
 
@@ -319,13 +380,14 @@ if (values.md) {
   const mib = (b: number) => (Number.isFinite(b) ? (b / 2 ** 20).toFixed(0) : "–");
   const f = (x: number, d: number) => (Number.isFinite(x) ? x.toFixed(d) : "–");
   const lines = [
-    "| scale | config | params | trainable | tokens/step | first step (s, incl. compile) | step (s) | tokens/s | peak GPU MiB | peak RSS MiB | note |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+    "| scale | config | variant | params | trainable | tokens/step | first step (s, incl. compile) | step (s) | CPU-s / step | tokens/s | peak GPU MiB | peak RSS MiB | note |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ...rows.map((r) =>
-      `| ${r.scale} | ${r.config} | ${(r.params / 1e6).toFixed(1)}M | ${
+      `| ${r.scale} | ${r.config} | ${r.variant} | ${(r.params / 1e6).toFixed(1)}M | ${
         (r.trainable / 1e6).toFixed(2)
       }M | ` +
-      `${r.tokens} | ${f(r.firstStepSec, 1)} | ${f(r.stepSec, 2)} | ${f(r.tokensPerSec, 1)} | ` +
+      `${r.tokens} | ${f(r.firstStepSec, 1)} | ${f(r.stepSec, 2)} | ${f(r.cpuSec, 1)} | ` +
+      `${f(r.tokensPerSec, 1)} | ` +
       `${mib(r.peakBytes)} | ${mib(r.peakRssBytes)} | ${
         r.error ? `failed: ${r.error.replace(/\|/g, "/")}` : ""
       } |`

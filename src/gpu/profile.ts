@@ -278,6 +278,21 @@ export function peakRssBytes(): number {
   return Deno.memoryUsage().rss;
 }
 
+/**
+ * CPU seconds this process has used (user + system, all threads; /proc/self/stat on Linux, in
+ * 10 ms ticks), NaN elsewhere. On lavapipe the shaders run on this process's threads, so work per
+ * CPU-second is a load-independent rate on a shared machine (bench/RESULTS.md).
+ */
+export function processCpuSeconds(): number {
+  try {
+    const stat = Deno.readTextFileSync("/proc/self/stat");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime (fields 14, 15)
+  } catch {
+    return NaN;
+  }
+}
+
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
 
 function table(title: string, rows: ProfileRow[], limit: number): string {

@@ -9,7 +9,7 @@
 // "projector.norm.*" (written as "projector.mlp.weight" in checkpoints, see checkpoint.ts).
 
 import { shiftLabels } from "../data/collator.ts";
-import { gatherRows, noGrad, scatterRows, Tensor, tidy } from "../tensor/mod.ts";
+import { gatherRows, noGrad, scatterRows, Tensor, tidy, tuning } from "../tensor/mod.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { Module } from "../nn/module.ts";
 import { nextDropoutStep } from "../nn/dropout.ts";
@@ -169,8 +169,19 @@ export class SiqvlModel extends Module {
       const hidden = this.text.forward(embeds, ctx);
       if (!inputs.labels) return { hidden, numLossTokens: 0 };
       const { targets, count } = shiftLabels(inputs.labels, b, t, this.config.ignoreIndex);
-      const tt = Tensor.from(this.gpu, targets, [b * t], "i32");
-      const loss = this.text.loss(hidden, tt);
+      // Only positions with a target reach the vocabulary head (same mean CE, less work).
+      const rows = targets.reduce<number[]>((r, y, i) => {
+        if (y !== this.config.ignoreIndex) r.push(i);
+        return r;
+      }, []);
+      const d = hidden.shape[hidden.ndim - 1];
+      const part = tuning.compactLossRows && rows.length > 0 && rows.length < b * t;
+      const hRows = part
+        ? gatherRows(hidden.reshape([b * t, d]), Tensor.from(this.gpu, rows, [rows.length], "i32"))
+        : hidden;
+      const tgt = part ? Int32Array.from(rows, (i) => targets[i]) : targets;
+      const tt = Tensor.from(this.gpu, tgt, [tgt.length], "i32");
+      const loss = this.text.loss(hRows, tt);
       return { hidden, loss, numLossTokens: count };
     });
   }

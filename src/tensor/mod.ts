@@ -3,6 +3,7 @@ export * from "./tensor.ts";
 export * from "./tape.ts";
 export * from "./half.ts";
 export * from "./windows.ts";
+export * from "./tuning.ts";
 export * from "./ops/elementwise.ts";
 export * from "./ops/cast.ts";
 export * from "./ops/matmul.ts";

@@ -13,9 +13,10 @@
 
 import { basename, join } from "node:path";
 import type { JsonValue } from "../data/datasets/types.ts";
-import { isDir, isFile, readJson, writeJson } from "../io/file.ts";
+import { isDir, isFile, pathKind, readJson, writeJson } from "../io/file.ts";
 import { openTensors } from "../io/reader.ts";
-import { writeSafetensors } from "../io/safetensors.ts";
+import { parseSafetensorsHeader, writeSafetensors } from "../io/safetensors.ts";
+import { nonFiniteCount } from "../tensor/ops/finite.ts";
 import { tensorToSafetensors } from "../models/tensor_bytes.ts";
 import { nextDropoutStep } from "../nn/dropout.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -71,7 +72,13 @@ export function listCheckpoints(dir: string): { step: number; path: string }[] {
   return out.sort((a, b) => a.step - b.step);
 }
 
-/** Remove temp dirs left by an interrupted save. */
+/** Whether process `pid` is alive (Linux: /proc; elsewhere every other pid counts as gone). */
+export function processAlive(pid: number): boolean {
+  if (pid === Deno.pid) return true;
+  return Deno.build.os === "linux" ? pathKind(`/proc/${pid}`) === "dir" : false;
+}
+
+/** Remove temp dirs left by an interrupted save — only those whose writing process is gone. */
 export function removeStaleTemps(dir: string): string[] {
   const removed: string[] = [];
   let entries: Deno.DirEntry[];
@@ -81,12 +88,105 @@ export function removeStaleTemps(dir: string): string[] {
     return removed;
   }
   for (const e of entries) {
-    if (/^\.checkpoint-\d+\.tmp-\d+$/.test(e.name) || /^\.final\.tmp-\d+$/.test(e.name)) {
+    const m = /^\.checkpoint-\d+\.(?:tmp|old)-(\d+)$/.exec(e.name) ??
+      /^\.(?:final|merged)\.tmp-(\d+)$/.exec(e.name);
+    if (m && !processAlive(Number(m[1]))) {
       Deno.removeSync(join(dir, e.name), { recursive: true });
       removed.push(e.name);
     }
   }
   return removed;
+}
+
+/** The lock file of a stage directory while a process trains in it. */
+export const LOCK_FILE = ".siqvl-train.lock";
+
+/**
+ * Lock `dir` for this process: a second trainer (or a resume) on the same run refuses, naming
+ * the PID that holds it; a lock left by a process that is gone is taken over. Returns the
+ * release function.
+ */
+export function lockRunDir(dir: string): () => void {
+  const path = join(dir, LOCK_FILE);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      Deno.writeTextFileSync(path, `${Deno.pid}\n`, { createNew: true });
+      return () => {
+        try {
+          if (Deno.readTextFileSync(path).trim() === String(Deno.pid)) Deno.removeSync(path);
+        } catch {
+          // already gone
+        }
+      };
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      const pid = Number(Deno.readTextFileSync(path).trim());
+      if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
+        throw new Error(
+          `run directory ${dir} is in use: process ${pid} is training in it (${path}); wait ` +
+            "for it to finish or stop it",
+        );
+      }
+      Deno.removeSync(path); // left by a process that is gone
+    }
+  }
+  throw new Error(`cannot lock ${dir}`);
+}
+
+/**
+ * Why a checkpoint directory cannot be resumed from (unreadable trainer state, missing or
+ * truncated weight files), or null when it looks complete. Reads only headers.
+ */
+export function checkpointProblem(dir: string): string | null {
+  try {
+    JSON.parse(Deno.readTextFileSync(join(dir, "trainer_state.json")));
+  } catch (e) {
+    return `trainer_state.json: ${(e as Error).message}`;
+  }
+  for (const f of ["trainable.safetensors", "optimizer.safetensors"]) {
+    const p = join(dir, f);
+    try {
+      const file = Deno.openSync(p, { read: true });
+      try {
+        const size = file.statSync().size;
+        const head = new Uint8Array(8);
+        if (size < 8 || file.readSync(head) !== 8) return `${f}: truncated (${size} bytes)`;
+        const n = Number(new DataView(head.buffer).getBigUint64(0, true));
+        if (n > size - 8) return `${f}: header length ${n} is past the end (${size} bytes)`;
+        const json = new Uint8Array(n);
+        let got = 0;
+        while (got < n) {
+          const r = file.readSync(json.subarray(got));
+          if (!r) break;
+          got += r;
+        }
+        parseSafetensorsHeader(new TextDecoder().decode(json), n, size, p);
+      } finally {
+        file.close();
+      }
+    } catch (e) {
+      return `${f}: ${(e as Error).message}`;
+    }
+  }
+  for (const f of ["scheduler.json", "data_state.json", "rng_state.json"]) {
+    try {
+      JSON.parse(Deno.readTextFileSync(join(dir, f)));
+    } catch (e) {
+      return `${f}: ${(e as Error).message}`;
+    }
+  }
+  return null;
+}
+
+/** The newest checkpoint of `stageDir` that is intact; damaged newer ones go to `skipped`. */
+function newestGood(stageDir: string, skipped: string[]): string | undefined {
+  const cps = listCheckpoints(stageDir);
+  for (let i = cps.length - 1; i >= 0; i--) {
+    const why = checkpointProblem(cps[i].path);
+    if (!why) return cps[i].path;
+    skipped.push(`${cps[i].path} is damaged (${why}); skipped`);
+  }
+  return undefined;
 }
 
 /**
@@ -193,21 +293,31 @@ export function resolveResume(
   vision: string,
   text: string,
   stage: number,
-): { checkpoint: string; stageDir: string; runDir: string } {
+  runName?: string,
+): { checkpoint: string; stageDir: string; runDir: string; skipped: string[] } {
+  const skipped: string[] = [];
   if (spec === "latest" || spec === "true") {
     const runs = findRuns(outputDir, vision, text, stage, (sd) => listCheckpoints(sd).length > 0);
-    if (!runs.length) {
-      throw new Error(
-        `--resume_from_checkpoint ${spec}: no ${runBaseName(vision, text, stage)}_* run with a ` +
-          `checkpoint under ${outputDir}`,
-      );
+    if (runName) {
+      // --run_name dirs (and their "-k" siblings), newest checkpoint first.
+      const named = [...(pathKind(outputDir) === "dir" ? Deno.readDirSync(outputDir) : [])]
+        .filter((e) => e.isDirectory && (e.name === runName || e.name.startsWith(`${runName}-`)))
+        .map((e) => ({ runDir: join(outputDir, e.name), stamp: "" }))
+        .map((r) => ({ ...r, stageDir: stageDir(r.runDir, stage) }))
+        .filter((r) => listCheckpoints(r.stageDir).length > 0)
+        .sort((x, y) => Deno.statSync(y.stageDir).mtime!.getTime() -
+          Deno.statSync(x.stageDir).mtime!.getTime());
+      runs.unshift(...named);
     }
-    const cps = listCheckpoints(runs[0].stageDir);
-    return {
-      checkpoint: cps[cps.length - 1].path,
-      stageDir: runs[0].stageDir,
-      runDir: runs[0].runDir,
-    };
+    for (const run of runs) {
+      const checkpoint = newestGood(run.stageDir, skipped);
+      if (checkpoint) return { checkpoint, stageDir: run.stageDir, runDir: run.runDir, skipped };
+    }
+    throw new Error(
+      `--resume_from_checkpoint ${spec}: no ${runName ?? runBaseName(vision, text, stage) + "_*"} ` +
+        `run with a usable checkpoint under ${outputDir}` +
+        (skipped.length ? ` (${skipped.join("; ")})` : ""),
+    );
   }
   if (!isDir(spec)) throw new Error(`--resume_from_checkpoint: ${spec} is not a directory`);
   const name = basename(spec.replace(/[\\/]+$/, ""));
@@ -216,14 +326,12 @@ export function resolveResume(
       throw new Error(`--resume_from_checkpoint: ${spec} has no trainer_state.json`);
     }
     const sd = join(spec, "..");
-    return { checkpoint: spec, stageDir: sd, runDir: join(sd, "..") };
+    return { checkpoint: spec, stageDir: sd, runDir: join(sd, ".."), skipped };
   }
   const candidates = [spec, stageDir(spec, stage)];
   for (const sd of candidates) {
-    const cps = listCheckpoints(sd);
-    if (cps.length) {
-      return { checkpoint: cps[cps.length - 1].path, stageDir: sd, runDir: join(sd, "..") };
-    }
+    const checkpoint = newestGood(sd, skipped);
+    if (checkpoint) return { checkpoint, stageDir: sd, runDir: join(sd, ".."), skipped };
   }
   throw new Error(`--resume_from_checkpoint: no checkpoint-* directory in ${spec}`);
 }
@@ -281,6 +389,7 @@ export function saveTrainingCheckpoint(
   state: TrainerState,
 ): Promise<string> {
   const step = state.global_step;
+  await refuseNonFinite(parts, `refusing to save checkpoint-${step} in ${stageDir}`);
   return saveCheckpointDir(stageDir, step, async (dir) => {
     await writeSafetensors(
       join(dir, "trainable.safetensors"),
@@ -305,6 +414,17 @@ export function saveTrainingCheckpoint(
   });
 }
 
+/** Throws `what` when the trainable weights hold NaN/Inf (checked on the GPU, one readback). */
+export async function refuseNonFinite(parts: Pick<TrainingParts, "trainable">, what: string) {
+  const bad = await nonFiniteCount(parts.trainable.map(([, t]) => t));
+  if (bad > 0) {
+    throw new Error(
+      `${what}: the trainable weights hold ${bad} non-finite (NaN/Inf) values — the run ` +
+        "diverged (lower --learning_rate, keep --max_grad_norm) or the weights are damaged",
+    );
+  }
+}
+
 /**
  * Restore what {@link saveTrainingCheckpoint} wrote into `parts` (weights, moments, schedule,
  * data position, dropout stream); returns the checkpoint's trainer state.
@@ -327,6 +447,7 @@ export async function loadTrainingCheckpoint(
   } finally {
     w.close();
   }
+  await refuseNonFinite(parts, `cannot resume from ${dir}`);
   const o = await openTensors(join(dir, "optimizer.safetensors"));
   try {
     const step = Number(o.metadata().step);

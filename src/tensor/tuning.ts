@@ -1,0 +1,38 @@
+// Kernel-path switches: which implementation an op picks where several exist. Defaults are the
+// fastest measured on the development machine (bench/RESULTS.md); benches flip them to measure the
+// old and new paths in one run (bench/train_step.ts --variant), tests flip them to check that every
+// path gives the same numbers.
+
+/** The switches (mutate in place; `withTuning` scopes a change). */
+export interface Tuning {
+  /**
+   * The training loss reads only the positions that have a target (gathered rows), instead of
+   * every position of the sequence (src/models/siqvl.ts).
+   */
+  compactLossRows: boolean;
+}
+
+/** Process-wide switches. */
+export const tuning: Tuning = {
+  compactLossRows: true,
+};
+
+/** The defaults, for `Object.assign(tuning, TUNING_DEFAULTS)`. */
+export const TUNING_DEFAULTS: Readonly<Tuning> = { ...tuning };
+
+/** Run `fn` with some switches changed, restoring them afterwards (also for async fn). */
+export function withTuning<T>(change: Partial<Tuning>, fn: () => T): T {
+  const saved = { ...tuning };
+  Object.assign(tuning, change);
+  let async = false;
+  try {
+    const r = fn();
+    if (r instanceof Promise) {
+      async = true;
+      return r.finally(() => Object.assign(tuning, saved)) as T;
+    }
+    return r;
+  } finally {
+    if (!async) Object.assign(tuning, saved);
+  }
+}
