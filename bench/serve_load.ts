@@ -20,6 +20,7 @@ import { Gpu } from "../src/gpu/device.ts";
 import { openSiqvl, type SiqvlBundle } from "../src/models/factory.ts";
 import { AdapterSet } from "../src/serve/adapters.ts";
 import { startServer } from "../src/serve/server.ts";
+import { imageDataUrl, streamChat } from "../src/serve/sse_client.ts";
 
 const { values: v } = parseArgs({
   args: Deno.args,
@@ -55,11 +56,8 @@ async function workload(n: number, size: number, models: string[]): Promise<Req[
       const [r, g, b] = s.image.data.subarray(p * 3, p * 3 + 3);
       img.bitmap.set([r, g, b, 255], p * 4);
     }
-    const png = await img.encode();
-    let bin = "";
-    for (const x of png) bin += String.fromCharCode(x);
     out.push({
-      url: `data:image/png;base64,${btoa(bin)}`,
+      url: imageDataUrl(await img.encode()),
       question: s.question,
       answer: s.answer,
       model: models[i % models.length],
@@ -79,53 +77,27 @@ interface Outcome {
 /** One streaming request; TTFT = first chunk with content or a finish reason. */
 async function send(base: string, r: Req): Promise<Outcome> {
   const t0 = performance.now();
-  let ttft = -1, text = "", tokens = 0;
   try {
-    const res = await fetch(`${base}/v1/chat/completions`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({
-        model: r.model,
-        messages: [{
-          role: "user",
-          content: [{ type: "image_url", image_url: { url: r.url } }, {
-            type: "text",
-            text: r.question,
-          }],
+    const res = await streamChat(`${base}/v1`, {
+      model: r.model,
+      messages: [{
+        role: "user",
+        content: [{ type: "image_url", image_url: { url: r.url } }, {
+          type: "text",
+          text: r.question,
         }],
-        temperature: 0,
-        max_tokens: maxTokens,
-        ignore_eos: v.ignore_eos,
-        stream: true,
-        stream_options: { include_usage: true },
-      }),
+      }],
+      temperature: 0,
+      max_tokens: maxTokens,
+      ignore_eos: v.ignore_eos,
     });
-    if (res.status !== 200) {
-      await res.body?.cancel();
-      return { text: `HTTP ${res.status}`, tokens: 0, ttft: 0, latency: 0, ok: false };
-    }
-    let buf = "", done = false;
-    const dec = new TextDecoder();
-    for await (const c of res.body!) {
-      buf += dec.decode(c, { stream: true });
-      let nl;
-      while ((nl = buf.indexOf("\n\n")) >= 0) {
-        const ev = buf.slice(0, nl).replace(/^data: /, "");
-        buf = buf.slice(nl + 2);
-        if (ev === "[DONE]") {
-          done = true;
-          continue;
-        }
-        const chunk = JSON.parse(ev);
-        if (chunk.usage) tokens = chunk.usage.completion_tokens;
-        const ch = chunk.choices?.[0];
-        if (ch && (ch.delta?.content || ch.finish_reason) && ttft < 0) {
-          ttft = performance.now() - t0;
-        }
-        text += ch?.delta?.content ?? "";
-      }
-    }
-    return { text, tokens, ttft, latency: performance.now() - t0, ok: done };
+    return {
+      text: res.text,
+      tokens: res.usage?.completion_tokens ?? 0,
+      ttft: res.ttftMs,
+      latency: performance.now() - t0,
+      ok: res.done,
+    };
   } catch (e) {
     return { text: String(e), tokens: 0, ttft: 0, latency: 0, ok: false };
   }

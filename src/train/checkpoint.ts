@@ -305,8 +305,10 @@ export function resolveResume(
         .map((e) => ({ runDir: join(outputDir, e.name), stamp: "" }))
         .map((r) => ({ ...r, stageDir: stageDir(r.runDir, stage) }))
         .filter((r) => listCheckpoints(r.stageDir).length > 0)
-        .sort((x, y) => Deno.statSync(y.stageDir).mtime!.getTime() -
-          Deno.statSync(x.stageDir).mtime!.getTime());
+        .sort((x, y) =>
+          Deno.statSync(y.stageDir).mtime!.getTime() -
+          Deno.statSync(x.stageDir).mtime!.getTime()
+        );
       runs.unshift(...named);
     }
     for (const run of runs) {
@@ -314,7 +316,9 @@ export function resolveResume(
       if (checkpoint) return { checkpoint, stageDir: run.stageDir, runDir: run.runDir, skipped };
     }
     throw new Error(
-      `--resume_from_checkpoint ${spec}: no ${runName ?? runBaseName(vision, text, stage) + "_*"} ` +
+      `--resume_from_checkpoint ${spec}: no ${
+        runName ?? runBaseName(vision, text, stage) + "_*"
+      } ` +
         `run with a usable checkpoint under ${outputDir}` +
         (skipped.length ? ` (${skipped.join("; ")})` : ""),
     );
@@ -383,14 +387,14 @@ export function readTrainerState(dir: string): Promise<TrainerState> {
 }
 
 /** Save `checkpoint-{step}` atomically under `stageDir`; returns its path. */
-export function saveTrainingCheckpoint(
+export async function saveTrainingCheckpoint(
   stageDir: string,
   parts: TrainingParts,
   state: TrainerState,
 ): Promise<string> {
   const step = state.global_step;
   await refuseNonFinite(parts, `refusing to save checkpoint-${step} in ${stageDir}`);
-  return saveCheckpointDir(stageDir, step, async (dir) => {
+  return await saveCheckpointDir(stageDir, step, async (dir) => {
     await writeSafetensors(
       join(dir, "trainable.safetensors"),
       Object.fromEntries(parts.trainable.map(([n, p]) => [n, tensorToSafetensors(p)])),
@@ -415,7 +419,10 @@ export function saveTrainingCheckpoint(
 }
 
 /** Throws `what` when the trainable weights hold NaN/Inf (checked on the GPU, one readback). */
-export async function refuseNonFinite(parts: Pick<TrainingParts, "trainable">, what: string) {
+export async function refuseNonFinite(
+  parts: Pick<TrainingParts, "trainable">,
+  what: string,
+): Promise<void> {
   const bad = await nonFiniteCount(parts.trainable.map(([, t]) => t));
   if (bad > 0) {
     throw new Error(

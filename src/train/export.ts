@@ -11,6 +11,7 @@ import { exists, readJson, writeJson } from "../io/file.ts";
 import { writeHfParts, writeHfRemoteCode } from "../io/hf_interop.ts";
 import { openTensors } from "../io/reader.ts";
 import { writeStateDict } from "../io/state_dict.ts";
+import { nonFiniteCount } from "../tensor/ops/finite.ts";
 import { PROCESSOR_FILES, saveSiqvl } from "../models/checkpoint.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
 import { runBaseName, shortModelName } from "./checkpoint.ts";
@@ -51,15 +52,23 @@ export async function writeProcessorFiles(
   genMaxNewTokens: number,
 ): Promise<void> {
   for (const f of PROCESSOR_FILES) {
-    if (/^(processor|preprocessor|generation)_config\.json$|^chat_template\./.test(f)) continue;
+    if (
+      /^(processor|preprocessor|generation)_config\.json$|^chat_template\./
+        .test(f)
+    ) continue;
     const src = join(tokenizerFrom, f);
     if (await exists(src)) await Deno.copyFile(src, join(dir, f));
   }
   if (!(await exists(join(dir, "tokenizer.json")))) {
-    throw new Error(`${tokenizerFrom}: no tokenizer.json to copy into the model directory`);
+    throw new Error(
+      `${tokenizerFrom}: no tokenizer.json to copy into the model directory`,
+    );
   }
   // The chat template the model was trained with (SiQ-VL's ChatML unless the source had one).
-  await Deno.writeTextFile(join(dir, "chat_template.jinja"), processor.template.source);
+  await Deno.writeTextFile(
+    join(dir, "chat_template.jinja"),
+    processor.template.source,
+  );
   const v = model.config.vision;
   const factor = model.projector.factor;
   const writeJson = (name: string, value: unknown) =>
@@ -89,7 +98,9 @@ export async function writeProcessorFiles(
   });
   const t = model.config.text;
   const stop = [processor.ids.endOfTurn];
-  if (processor.ids.pad !== processor.ids.endOfTurn) stop.push(processor.ids.pad);
+  if (processor.ids.pad !== processor.ids.endOfTurn) {
+    stop.push(processor.ids.pad);
+  }
   await writeJson("generation_config.json", {
     bos_token_id: t.bosTokenId ?? null,
     eos_token_id: stop,
@@ -113,7 +124,9 @@ export function modelCard(info: ExportInfo, hubId?: string): string {
     ? "projector only (vision tower and language model frozen)"
     : info.plan.llm === "lora"
     ? `projector + LoRA adapters on the language model (r ${info.lora?.r}, alpha ${info.lora?.alpha}, ` +
-      `dropout ${info.lora?.dropout}, targets ${info.lora?.targets.join(", ")}); vision frozen`
+      `dropout ${info.lora?.dropout}, targets ${
+        info.lora?.targets.join(", ")
+      }); vision frozen`
     : "projector + the whole language model; vision frozen";
   const lines = [
     "---",
@@ -149,8 +162,12 @@ export function modelCard(info: ExportInfo, hubId?: string): string {
     `- precision: ${info.precision}`,
     `- trainable parameters: ${info.numTrainable.toLocaleString("en-US")} of ` +
     `${info.numTotal.toLocaleString("en-US")}`,
-    `- final train loss: ${fmt(info.trainLoss)}; eval loss: ${fmt(info.evalLoss)}` +
-    (info.exactMatch !== undefined ? `; generation exact match: ${fmt(info.exactMatch, 3)}` : ""),
+    `- final train loss: ${fmt(info.trainLoss)}; eval loss: ${
+      fmt(info.evalLoss)
+    }` +
+    (info.exactMatch !== undefined
+      ? `; generation exact match: ${fmt(info.exactMatch, 3)}`
+      : ""),
     ...(info.benchmarks && Object.keys(info.benchmarks).length
       ? [
         "",
@@ -160,7 +177,9 @@ export function modelCard(info: ExportInfo, hubId?: string): string {
         "",
         "| task/metric | value |",
         "|---|---:|",
-        ...Object.entries(info.benchmarks).map(([k, v]) => `| ${k} | ${fmt(v)} |`),
+        ...Object.entries(info.benchmarks).map(([k, v]) =>
+          `| ${k} | ${fmt(v)} |`
+        ),
       ]
       : []),
     "",
@@ -171,9 +190,14 @@ export function modelCard(info: ExportInfo, hubId?: string): string {
     ...(info.plan.llm === "lora"
       ? [
         "- `adapter_config.json`, `adapter_model.safetensors`: the PEFT LoRA adapter of the " +
-        "language model",
+        "language model. **`model.safetensors` holds the base language-model weights: the " +
+        "trained model needs this adapter** (config.json `siqvl_lora`; siqvl applies it, PEFT " +
+        "does in PyTorch; `--merge_lora` also writes `merged/` with the adapter merged in f32)",
       ]
       : []),
+    "- `configuration_siqvl.py`, `modeling_siqvl.py` (`auto_map`): " +
+    "`AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)` loads it in PyTorch; " +
+    "`vision/` (SiglipVisionModel) and `text/` (Qwen2ForCausalLM) are standard HF folders",
     "- tokenizer files, `chat_template.jinja`, `processor_config.json`, " +
     "`preprocessor_config.json`, `generation_config.json`",
     "",
@@ -205,7 +229,8 @@ export interface ExportResult {
  * path relative to the export directory (never an absolute local path).
  */
 export function adapterBaseName(textId: string, exportDir: string): string {
-  const local = isAbsolute(textId) || textId.startsWith(".") || isDirSync(textId);
+  const local = isAbsolute(textId) || textId.startsWith(".") ||
+    isDirSync(textId);
   return local ? relative(resolve(exportDir), resolve(textId)) || "." : textId;
 }
 
@@ -231,7 +256,8 @@ async function markAdapterNeeded(dir: string): Promise<void> {
       merged: false,
       adapter: "adapter_model.safetensors",
       adapter_config: "adapter_config.json",
-      note: "model.safetensors holds the BASE language model weights; the trained model is " +
+      note:
+        "model.safetensors holds the BASE language model weights; the trained model is " +
         "base + the PEFT LoRA adapter beside it (siqvl applies it; with PyTorch use PEFT, " +
         "or export with --merge_lora and load merged/)",
     },
@@ -246,6 +272,24 @@ export async function writeFinalModel(
   info: ExportInfo,
   opts: { mergeLora?: boolean; pytorchBin?: boolean; hubId?: string } = {},
 ): Promise<ExportResult> {
+  // Never export weights that cannot be trusted (checked on the GPU, one readback).
+  const trainable = model.namedParameters().filter(([, p]) =>
+    p.trainable && p.value.dtype === "f32"
+  );
+  const bad = trainable.length
+    ? await nonFiniteCount(trainable.map(([, p]) => p.value))
+    : 0;
+  if (bad > 0) {
+    throw new Error(
+      `refusing to export the final model to ${stageDir}: the trainable weights hold ${bad} ` +
+        "non-finite (NaN/Inf) values",
+    );
+  }
+  if (info.evalLoss !== undefined && !Number.isFinite(info.evalLoss)) {
+    throw new Error(
+      `refusing to export the final model to ${stageDir}: eval loss is ${info.evalLoss}`,
+    );
+  }
   const tmp = join(stageDir, `.final.tmp-${Deno.pid}`);
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
   await Deno.mkdir(tmp, { recursive: true });
@@ -254,30 +298,61 @@ export async function writeFinalModel(
     const baseModelNameOrPath = adapterBaseName(info.textId, stageDir);
     await saveSiqvl(model, dir, { lora, baseModelNameOrPath });
     await markAdapterNeeded(dir);
-    await writeProcessorFiles(dir, model, processor, info.tokenizerFrom, info.genMaxNewTokens);
-    await Deno.writeTextFile(join(dir, "README.md"), modelCard(info, opts.hubId));
+    await writeProcessorFiles(
+      dir,
+      model,
+      processor,
+      info.tokenizerFrom,
+      info.genMaxNewTokens,
+    );
+    await Deno.writeTextFile(
+      join(dir, "README.md"),
+      modelCard(info, opts.hubId),
+    );
     await writeHfRemoteCode(dir);
   };
   // Extras never take the final model with them: a failure is reported and cleaned up.
-  const extra = async (what: string, dir: string, run: () => Promise<unknown>, undo: string[]) => {
+  const extra = async (
+    what: string,
+    dir: string,
+    run: () => Promise<unknown>,
+    undo: string[],
+  ) => {
     try {
       await run();
     } catch (e) {
-      for (const p of undo) await Deno.remove(join(dir, p), { recursive: true }).catch(() => {});
-      warnings.push(`${what} failed (the final model is complete): ${(e as Error).message}`);
+      for (const p of undo) {
+        await Deno.remove(join(dir, p), { recursive: true }).catch(() => {});
+      }
+      const w = `${what} failed (the final model is complete): ${
+        (e as Error).message
+      }`;
+      warnings.push(w);
+      console.error(`[siqvl] warning: ${w}`);
     }
   };
   const extras = async (dir: string) => {
-    await extra("HF vision/ and text/ folders", dir, () => writeHfParts(dir), ["vision", "text"]);
+    await extra("HF vision/ and text/ folders", dir, () => writeHfParts(dir), [
+      "vision",
+      "text",
+    ]);
     if (opts.pytorchBin) {
-      await extra("--save_pytorch_bin", dir, () => safetensorsToTorchBin(dir), []);
+      await extra(
+        "--save_pytorch_bin",
+        dir,
+        () => safetensorsToTorchBin(dir),
+        [],
+      );
     }
   };
   try {
     await fill(tmp, "adapter");
     // Move in, config.json last (the "final model present" marker).
     const names = [...Deno.readDirSync(tmp)].map((e) => e.name).sort();
-    const ordered = [...names.filter((n) => n !== "config.json"), "config.json"];
+    const ordered = [
+      ...names.filter((n) => n !== "config.json"),
+      "config.json",
+    ];
     await Deno.remove(join(stageDir, "config.json")).catch(() => {});
     for (const n of ordered) await Deno.rename(join(tmp, n), join(stageDir, n));
   } finally {
@@ -319,18 +394,31 @@ export async function safetensorsToTorchBin(dir: string): Promise<void> {
   try {
     const tensors = reader.keys().map((name) => {
       const info = reader.info(name);
-      return { name, dtype: info.dtype, shape: info.shape, data: () => reader.read(name) };
+      return {
+        name,
+        dtype: info.dtype,
+        shape: info.shape,
+        data: () => reader.read(name),
+      };
     });
     let maxShardBytes: number | undefined;
     const index = join(dir, "model.safetensors.index.json");
     if (await exists(index)) {
       // Same shard boundaries as the safetensors files: cap at the largest shard.
-      const files = new Set(Object.values((await readJson(index)).weight_map as object));
+      const files = new Set(
+        Object.values((await readJson(index)).weight_map as object),
+      );
       let largest = 0;
-      for (const f of files) largest = Math.max(largest, (await Deno.stat(join(dir, f))).size);
+      for (const f of files) {
+        largest = Math.max(largest, (await Deno.stat(join(dir, f))).size);
+      }
       maxShardBytes = largest;
     }
-    await writeStateDict(dir, tensors, { format: "bin", maxShardBytes, keepOther: true });
+    await writeStateDict(dir, tensors, {
+      format: "bin",
+      maxShardBytes,
+      keepOther: true,
+    });
   } finally {
     reader.close();
   }

@@ -25,6 +25,7 @@ import {
 } from "./callbacks.ts";
 import {
   loadTrainingCheckpoint,
+  lockRunDir,
   readTrainerState,
   removeStaleTemps,
   resolveResume,
@@ -48,7 +49,12 @@ import { LrSchedule, warmupStepsFor } from "./schedule.ts";
 import { applyPreset, presetValues, stageFor } from "./stages.ts";
 import { frozenStorageDtype } from "./supervised.ts";
 import { writeJson } from "../io/file.ts";
-import { type LossModel, type StepBatch, StepRunner, type StepStats } from "./step.ts";
+import {
+  type LossModel,
+  type StepBatch,
+  StepRunner,
+  type StepStats,
+} from "./step.ts";
 
 /** Options of {@link runTraining}. */
 export interface RunOptions {
@@ -68,7 +74,11 @@ export interface RunOptions {
 }
 
 /** How a run ended. */
-export type RunStatus = "completed" | "killed" | "stopped-nonfinite" | "early-stopped";
+export type RunStatus =
+  | "completed"
+  | "killed"
+  | "stopped-nonfinite"
+  | "early-stopped";
 
 /** What a run produced. */
 export interface RunResult {
@@ -119,7 +129,11 @@ function withFaults<B extends StepBatch>(
     lossOf(b) {
       const out = base.lossOf(b);
       if (!fault(step())) return out;
-      return { ...out, loss: scale(out.loss, NaN), dispose: [...(out.dispose ?? []), out.loss] };
+      return {
+        ...out,
+        loss: scale(out.loss, NaN),
+        dispose: [...(out.dispose ?? []), out.loss],
+      };
     },
   };
 }
@@ -132,6 +146,12 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
   const gpu = await Gpu.get();
   log(`[siqvl] WebGPU: ${gpu.describe()}`);
   const stage = stageFor(a);
+  if (a.learning_rate > 0.1 || a.learning_rate < 1e-7) {
+    log(
+      `[siqvl] warning: --learning_rate ${a.learning_rate} is far outside the usual range ` +
+        "(1e-7 … 0.1; SiQ-VL uses 1e-3 for stage 1 and 2e-5 for stage 2)",
+    );
+  }
 
   // ---- where ----
   const resume = a.resume_from_checkpoint
@@ -150,7 +170,9 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     const diffs = resumeConflicts(resumed.args, a);
     if (diffs.length) {
       throw new Error(
-        `cannot resume: these flags differ from the checkpoint's run: ${diffs.join("; ")}`,
+        `cannot resume: these flags differ from the checkpoint's run: ${
+          diffs.join("; ")
+        }`,
       );
     }
   }
@@ -158,13 +180,23 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
   const { bundle, from } = await stage.openModel(ctx);
   const { model, processor } = bundle;
   const runDir = resume ? resolve(resume.runDir) : resolve(newRunDir(a));
-  const stageDir = resume ? resolve(resume.stageDir) : stageDirOf(runDir, a.stage);
+  const stageDir = resume
+    ? resolve(resume.stageDir)
+    : stageDirOf(runDir, a.stage);
 
   const cleanup: (() => Promise<void> | void)[] = [];
+  // A run folder this call creates is removed again if the run fails before its first step.
+  const fresh = !pathKind(runDir);
+  let started = false;
   try {
     await Deno.mkdir(stageDir, { recursive: true });
-    for (const n of removeStaleTemps(stageDir)) log(`[siqvl] removed an interrupted save: ${n}`);
-    log(`[siqvl] stage ${a.stage} (${stage.describe()}); run directory ${stageDir}`);
+    cleanup.push(lockRunDir(stageDir));
+    for (const n of removeStaleTemps(stageDir)) {
+      log(`[siqvl] removed an interrupted save: ${n}`);
+    }
+    log(
+      `[siqvl] stage ${a.stage} (${stage.describe()}); run directory ${stageDir}`,
+    );
 
     // ---- what trains ----
     const trainable = stage.trainable(model);
@@ -173,15 +205,22 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     const numTotal = model.numParameters();
     log(
       `[siqvl] parameters: ${numTotal.toLocaleString("en-US")} total, ` +
-        `${numTrainable.toLocaleString("en-US")} trainable (${trainable.length} tensors, ` +
-        `${(100 * numTrainable / numTotal).toFixed(2)}%); frozen weights stored as ` +
-        `${frozenStorageDtype(a)}; image tokens per image ${model.imageTokensPerImage}`,
+        `${
+          numTrainable.toLocaleString("en-US")
+        } trainable (${trainable.length} tensors, ` +
+        `${
+          (100 * numTrainable / numTotal).toFixed(2)
+        }%); frozen weights stored as ` +
+        `${
+          frozenStorageDtype(a)
+        }; image tokens per image ${model.imageTokensPerImage}`,
     );
 
     // ---- data ----
     const data = await stage.openData(ctx, bundle);
     cleanup.push(() => data.close());
-    const perStep = a.per_device_train_batch_size * a.gradient_accumulation_steps;
+    const perStep = a.per_device_train_batch_size *
+      a.gradient_accumulation_steps;
     let totalSteps = a.max_steps;
     if (totalSteps <= 0) {
       if (!isFinite(data.numTrain)) {
@@ -224,8 +263,12 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     setDropoutSeed(a.seed);
 
     // ---- callbacks ----
-    const evalCb = data.evalSource ? new EvalLossCallback(data.evalSource, baseLoss) : null;
-    const genCb = data.genSamples.length ? new GenEvalCallback(data.genSamples) : null;
+    const evalCb = data.evalSource
+      ? new EvalLossCallback(data.evalSource, baseLoss)
+      : null;
+    const genCb = data.genSamples.length
+      ? new GenEvalCallback(data.genSamples)
+      : null;
     if (genCb) cleanup.push(() => genCb.close());
     // Benchmark tasks (--eval_tasks, src/eval/callback.ts); task files are checked here.
     const benchCb = a.eval_tasks?.length
@@ -265,8 +308,13 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         if (s !== undefined) cb.restore?.(s);
       }
       // The metrics file continues from the checkpoint: drop what a killed run logged after it.
-      await Deno.writeTextFile(metricsPath, history.map((r) => JSON.stringify(r) + "\n").join(""));
-      log(`[siqvl] resumed at step ${globalStep} of ${totalSteps} (lr ${schedule.lr()})`);
+      await Deno.writeTextFile(
+        metricsPath,
+        history.map((r) => JSON.stringify(r) + "\n").join(""),
+      );
+      log(
+        `[siqvl] resumed at step ${globalStep} of ${totalSteps} (lr ${schedule.lr()})`,
+      );
     } else {
       await Deno.remove(metricsPath).catch(() => {});
     }
@@ -277,7 +325,10 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         : undefined,
     });
     cleanup.push(() => metrics.close());
-    await writeJson(join(stageDir, "training_args.json"), { ...a, total_steps: totalSteps });
+    await writeJson(join(stageDir, "training_args.json"), {
+      ...a,
+      total_steps: totalSteps,
+    });
 
     const progress = new Progress(totalSteps, globalStep, {
       label: `stage${a.stage}`,
@@ -287,7 +338,14 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     });
     cleanup.push(() => progress.done());
     const say = (m: string) => progress.log(m);
-    const view: TrainerView = { args: a, model, processor, metrics, totalSteps, say };
+    const view: TrainerView = {
+      args: a,
+      model,
+      processor,
+      metrics,
+      totalSteps,
+      say,
+    };
 
     // Wall time spent in callbacks and saves is not training throughput.
     let windowStart = performance.now(), pausedMs = 0;
@@ -317,11 +375,19 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         consecutiveNonFinite++;
         // The GPU left weights and moments untouched: do not count the update.
         optimizer.step = Math.max(0, optimizer.step - 1);
-        const msg = `step ${s.step}: non-finite loss or gradients (loss ${s.loss}, grad norm ` +
+        const msg =
+          `step ${s.step}: non-finite loss or gradients (loss ${s.loss}, grad norm ` +
           `${s.gradNorm}); update skipped`;
         say(`[siqvl] ${msg}`);
-        metrics.log({ type: "event", step: s.step, event: "skipped_step", message: msg });
-        if (consecutiveNonFinite >= a.max_nonfinite_steps) stopReason = "stopped-nonfinite";
+        metrics.log({
+          type: "event",
+          step: s.step,
+          event: "skipped_step",
+          message: msg,
+        });
+        if (consecutiveNonFinite >= a.max_nonfinite_steps) {
+          stopReason = "stopped-nonfinite";
+        }
       }
     };
 
@@ -343,7 +409,9 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         loss,
         lr: last.lr,
         grad_norm: last.gradNorm,
-        ...Object.fromEntries(runner.statNames.map((k) => [k, mean((s) => s.stats[k])])),
+        ...Object.fromEntries(
+          runner.statNames.map((k) => [k, mean((s) => s.stats[k])]),
+        ),
         tokens_per_sec: st.reduce((s, x) => s + x.tokens, 0) / sec,
         samples_per_sec: st.reduce((s, x) => s + x.samples, 0) / sec,
         step_time_sec: sec / st.length,
@@ -354,7 +422,9 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       lastTrainLoss = Number.isFinite(loss) ? loss : lastTrainLoss;
       progress.update(
         last.step,
-        `loss ${fmtNum(loss)} lr ${last.lr.toExponential(2)} grad ${fmtNum(last.gradNorm)} ` +
+        `loss ${fmtNum(loss)} lr ${last.lr.toExponential(2)} grad ${
+          fmtNum(last.gradNorm)
+        } ` +
           `${Math.round(rec.tokens_per_sec as number)} tok/s`,
       );
       sinceLog = [];
@@ -383,30 +453,49 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       if (sinceLog.length && step % a.logging_steps === 0) logTrain();
       if (consecutiveNonFinite > 0) {
         // Inside a streak of non-finite steps: keep the last good checkpoint as the latest.
-        const msg = `checkpoint at step ${step} skipped: the last ${consecutiveNonFinite} ` +
+        const msg =
+          `checkpoint at step ${step} skipped: the last ${consecutiveNonFinite} ` +
           "step(s) had non-finite loss or gradients";
         say(`[siqvl] ${msg}`);
-        metrics.log({ type: "event", step, event: "checkpoint_skipped", message: msg });
+        metrics.log({
+          type: "event",
+          step,
+          event: "checkpoint_skipped",
+          message: msg,
+        });
         return;
       }
       parts.dropoutForwards = step * a.gradient_accumulation_steps;
-      const path = await saveTrainingCheckpoint(stageDir, parts, trainerState(step));
+      const path = await saveTrainingCheckpoint(
+        stageDir,
+        parts,
+        trainerState(step),
+      );
       lastCheckpoint = path;
       for (const cb of callbacks) cb.onSave?.(step, path);
-      const keep = callbacks.map((c) => c.protectedCheckpoint?.()).find((p) => p) ?? undefined;
+      const keep = callbacks.map((c) =>
+        c.protectedCheckpoint?.()
+      ).find((p) => p) ?? undefined;
       for (const r of rotateCheckpoints(stageDir, a.save_total_limit, keep)) {
         say(`[siqvl] removed old checkpoint ${r}`);
       }
       await writeLossPlot(plotPath, metrics.trainLoss(), metrics.evalLoss());
-      say(`[siqvl] saved ${path} (${((performance.now() - t) / 1000).toFixed(1)} s)`);
+      say(
+        `[siqvl] saved ${path} (${
+          ((performance.now() - t) / 1000).toFixed(1)
+        } s)`,
+      );
     };
 
     // ---- the loop ----
+    started = true;
     let killed = false;
     let stepsThisProcess = 0;
     model.train(true);
     if (globalStep === 0) {
-      for (const cb of callbacks) if (cb.onStart) await paused(() => cb.onStart!(view));
+      for (const cb of callbacks) {
+        if (cb.onStart) await paused(() => cb.onStart!(view));
+      }
     }
     windowStart = performance.now();
     pausedMs = 0;
@@ -414,7 +503,11 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       const window: StepBatch[] = [];
       for (let k = 0; k < a.gradient_accumulation_steps; k++) {
         const b = await data.train.next();
-        if (!b) throw new Error(`the training data (${data.description}) ended unexpectedly`);
+        if (!b) {
+          throw new Error(
+            `the training data (${data.description}) ended unexpectedly`,
+          );
+        }
         window.push(b);
       }
       const step = globalStep + 1;
@@ -428,13 +521,18 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       } else progress.update(step);
       if (stopReason) break;
       if (step !== totalSteps) {
-        for (const cb of callbacks) if (cb.onStep) await paused(() => cb.onStep!(view, step));
+        for (const cb of callbacks) {
+          if (cb.onStep) await paused(() => cb.onStep!(view, step));
+        }
         if (step % a.save_steps === 0) await paused(() => save(step));
       }
       const early = callbacks.map((c) => c.shouldStop?.()).find((r) => r);
       if (early) stopReason = "early-stopped";
       if (stopReason) break;
-      if (opts.killAfterSteps !== undefined && stepsThisProcess >= opts.killAfterSteps) {
+      if (
+        opts.killAfterSteps !== undefined &&
+        stepsThisProcess >= opts.killAfterSteps
+      ) {
         killed = true;
         break;
       }
@@ -449,10 +547,14 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     if (status === "stopped-nonfinite") {
       log(
         `[siqvl] stopping: ${consecutiveNonFinite} consecutive steps with non-finite loss or ` +
-          `gradients. Last good checkpoint: ${lastCheckpoint ?? "(none saved yet)"}`,
+          `gradients. Last good checkpoint: ${
+            lastCheckpoint ?? "(none saved yet)"
+          }`,
       );
     } else if (status !== "killed") {
-      for (const cb of callbacks) if (cb.onEnd) await cb.onEnd(view, globalStep);
+      for (const cb of callbacks) {
+        if (cb.onEnd) await cb.onEnd(view, globalStep);
+      }
       const info: ExportInfo = {
         visionId: a.vision_model_name_or_path,
         textId: a.text_model_name_or_path,
@@ -470,13 +572,17 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
           }
           : undefined,
         dataset: a.data_path,
-        subsets: a.data_path.startsWith("shapes") || /\.jsonl?$/.test(a.data_path)
-          ? undefined
-          : a.sub_sets,
+        subsets:
+          a.data_path.startsWith("shapes") || /\.jsonl?$/.test(a.data_path)
+            ? undefined
+            : a.sub_sets,
         trainLoss: lastTrainLoss,
         numTrainable,
         numTotal,
-        precision: `${frozenStorageDtype(a)} storage of frozen weights; f32 math, activations, ` +
+        precision:
+          `${
+            frozenStorageDtype(a)
+          } storage of frozen weights; f32 math, activations, ` +
           "gradients, trainable weights and AdamW moments",
         genMaxNewTokens: a.gen_max_new_tokens,
         tokenizerFrom: bundle.tokenizerFrom,
@@ -485,7 +591,11 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       };
       const hubId = a.push_to_hub
         ? a.hub_model_id ??
-          runBaseName(a.vision_model_name_or_path, a.text_model_name_or_path, a.stage)
+          runBaseName(
+            a.vision_model_name_or_path,
+            a.text_model_name_or_path,
+            a.stage,
+          )
         : undefined;
       const exp = await writeFinalModel(model, processor, stageDir, info, {
         mergeLora: a.merge_lora,
@@ -493,10 +603,18 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         hubId,
       });
       finalDir = exp.dir;
-      const { callbacks: _c, consecutive_nonfinite: _n, optimizer_step: _o, ...final } =
-        trainerState(globalStep);
+      const {
+        callbacks: _c,
+        consecutive_nonfinite: _n,
+        optimizer_step: _o,
+        ...final
+      } = trainerState(globalStep);
       await writeTrainerState(stageDir, final);
-      log(`[siqvl] final model: ${finalDir}${exp.merged ? ` (merged LoRA: ${exp.merged})` : ""}`);
+      log(
+        `[siqvl] final model: ${finalDir}${
+          exp.merged ? ` (merged LoRA: ${exp.merged})` : ""
+        }`,
+      );
       if (hubId) {
         const { pushToHub } = await import("./hub.ts");
         const url = await pushToHub(finalDir, hubId, { log, stage: a.stage });
@@ -533,6 +651,12 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       result.processor = processor;
     }
     return result;
+  } catch (e) {
+    if (fresh && !started) {
+      for (const f of cleanup.splice(0).reverse()) await f();
+      await Deno.remove(runDir, { recursive: true }).catch(() => {});
+    }
+    throw e;
   } finally {
     for (const f of cleanup.reverse()) await f();
     if (!opts.keepModel) model.dispose();
@@ -560,7 +684,11 @@ export async function argsFromArgv(
     const set = applyPreset(args, parsed.explicit, p.values);
     log(
       `[siqvl] preset "${p.name}" (${p.why}) sets: ${
-        set.map((k) => `${k}=${JSON.stringify((args as unknown as Record<string, unknown>)[k])}`)
+        set.map((k) =>
+          `${k}=${
+            JSON.stringify((args as unknown as Record<string, unknown>)[k])
+          }`
+        )
           .join(", ") || "nothing (all given)"
       }`,
     );
@@ -571,7 +699,9 @@ export async function argsFromArgv(
 /** Train from command-line flags (what `deno task train` runs; the demo calls it too). */
 export async function trainFromArgv(
   argv: string[],
-  opts: Omit<RunOptions, "args"> & { env?: Record<string, string | undefined> } = {},
+  opts: Omit<RunOptions, "args"> & {
+    env?: Record<string, string | undefined>;
+  } = {},
 ): Promise<RunResult> {
   const args = await argsFromArgv(argv, opts.env ?? {}, opts.log);
   if (!args) throw new Error("--help is not a training run");
