@@ -12,6 +12,8 @@ import { atomicWrite, writeAll } from "./file.ts";
 export interface WriteStateDictOptions {
   /** "safetensors" (default) or "bin" (PyTorch zip, `pytorch_model.bin`). */
   format?: "safetensors" | "bin";
+  /** Keep weight files of the other format (a .bin copy beside the safetensors). */
+  keepOther?: boolean;
   /** Largest shard in bytes before splitting (default 5 GB, as transformers). */
   maxShardBytes?: number;
   /** safetensors `__metadata__` (default {"format": "pt"}). */
@@ -84,16 +86,17 @@ export async function writeStateDict(
     });
     written.push(indexName);
   }
-  await removeStale(dir, new Set(written));
+  await removeStale(dir, new Set(written), options.keepOther ? ext : undefined);
   return written;
 }
 
 const WEIGHT_FILE =
   /^(model\.safetensors(\.index\.json)?|model-\d{5}-of-\d{5}\.safetensors|pytorch_model\.bin(\.index\.json)?|pytorch_model-\d{5}-of-\d{5}\.bin)$/;
 
-async function removeStale(dir: string, keep: Set<string>): Promise<void> {
+async function removeStale(dir: string, keep: Set<string>, onlyExt?: string): Promise<void> {
   for await (const e of Deno.readDir(dir)) {
-    if (e.isFile && WEIGHT_FILE.test(e.name) && !keep.has(e.name)) {
+    const sameFormat = !onlyExt || e.name.includes(`.${onlyExt}`);
+    if (e.isFile && WEIGHT_FILE.test(e.name) && !keep.has(e.name) && sameFormat) {
       await Deno.remove(join(dir, e.name));
     }
   }
