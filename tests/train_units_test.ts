@@ -221,7 +221,7 @@ Deno.test("train flags: original spellings, defaults, contradictions", () => {
     [["--use_lora"], /--use_lora needs --stage 2/],
     [["--stage", "2", "--lora_r", "8"], /--lora_r has no effect without --use_lora/],
     [["--sub_sets", "a,b", "--sub_sets_weights", "1"], /one weight per subset/],
-    [["--stage", "3"], /--stage: must be one of 1, 2/],
+    [["--stage", "5"], /--stage: must be one of 1, 2, 3, 4/],
     [["--stage_1_checkpoint_path", "x"], /is for --stage 2/],
     [["--no_freeze_text_model"], /contradicts --stage 1/],
     [["--stage", "2", "--use_lora", "--lora_target_modules", "q_proj,foo"], /unknown module/],

@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-slow-types -- TrainArgs is derived from the flag table's inferred literal type.
 // Command-line flags of `cli/train.ts`: the original SiQ-VL `scripts/train.py` flags with their
 // meanings (FACTS §1.12), plus --stage, --resume_from_checkpoint, --gradient_checkpointing and a
 // few optimisation knobs. Parsing is strict: an unknown flag, a malformed number or a
@@ -9,6 +10,9 @@
 import { parseArgs } from "node:util";
 import { LORA_TARGETS } from "../models/qwen2.ts";
 import { SCHEDULE_TYPES } from "./schedule.ts";
+import { REASONING_FORMATS } from "../data/reasoning.ts";
+import { isReferenceFree, PO_LOSSES } from "./po_loss.ts";
+import { GRPO_LOSS_TYPES } from "./grpo.ts";
 
 type Kind = "string" | "int" | "float" | "bool" | "list" | "floats";
 
@@ -35,12 +39,13 @@ const DEFAULT_SUBSETS = "coco_colors,densefusion_1m,face_emotion,google_landmark
 export const FLAGS = {
   stage: {
     later: true,
-    choices: [1, 2],
+    choices: [1, 2, 3, 4],
     resume: true,
     kind: "int",
     def: null,
-    help: "1 = projector alignment (vision + LLM frozen); 2 = projector + LLM (LoRA or full). " +
-      "Default: $STAGE, else 1",
+    help: "1 = projector alignment (vision + LLM frozen); 2 = projector + LLM (LoRA or full); " +
+      "3 = chain-of-thought SFT from stage 2; 4 = preference optimisation (--po_loss) or RL " +
+      "(--rl grpo) from stage 3 (or 2). Default: $STAGE, else 1",
   },
   data_path: {
     resume: true,
@@ -80,6 +85,176 @@ export const FLAGS = {
     help: "stage 2: the stage-1 result to start from (default: the latest matching stage-1 " +
       "run under --output_dir)",
   },
+  stage_2_checkpoint_path: {
+    kind: "string",
+    def: null,
+    help: "stages 3 and 4: the stage-2 result to start from (default: the latest matching " +
+      "stage-2 run under --output_dir)",
+  },
+  stage_3_checkpoint_path: {
+    kind: "string",
+    def: null,
+    help: "stage 4: the stage-3 result to start from (default: the latest matching stage-3 " +
+      "run, else --stage_2_checkpoint_path / the latest stage-2 run)",
+  },
+  reasoning_format: {
+    resume: true,
+    kind: "string",
+    def: "think",
+    choices: REASONING_FORMATS,
+    help: "stages 3-4: how rationale + answer become the assistant text and how the answer is " +
+      "read back (think: <think>R</think> A; llava-cot: <REASONING>R</REASONING> " +
+      "<CONCLUSION>A</CONCLUSION>; plain: R then A on the last line; none: A)",
+  },
+  image_column: {
+    resume: true,
+    kind: "string",
+    def: null,
+    help: "stages 3-4 record files: the image column (default: image, images, image_path)",
+  },
+  question_column: {
+    resume: true,
+    kind: "string",
+    def: null,
+    help: "stages 3-4 record files: the question / prompt column (default: question, problem, " +
+      "prompt, query)",
+  },
+  rationale_column: {
+    resume: true,
+    kind: "string",
+    def: null,
+    help: "stage 3 record files: the reasoning column (default: rationale, reasoning, " +
+      "solution, explanation, cot)",
+  },
+  answer_column: {
+    resume: true,
+    kind: "string",
+    def: null,
+    help: "stages 3-4 record files: the final-answer column (default: answer, final_answer, " +
+      "label; an integer indexes a `choices` list)",
+  },
+  chosen_column: {
+    resume: true,
+    kind: "string",
+    def: null,
+    help: "stage 4 --po_loss record files: the preferred completion (default: chosen)",
+  },
+  rejected_column: {
+    resume: true,
+    kind: "string",
+    def: null,
+    help: "stage 4 --po_loss record files: the dispreferred completion (default: rejected)",
+  },
+  po_loss: {
+    resume: true,
+    kind: "string",
+    def: null,
+    choices: PO_LOSSES,
+    help: "stage 4: preference loss — sigmoid (DPO; with --label_smoothing = cDPO), ipo, " +
+      "hinge, simpo (reference-free), orpo (reference-free); needs preference data",
+  },
+  beta: {
+    later: true,
+    resume: true,
+    kind: "float",
+    def: null,
+    min: 0,
+    help: "stage 4: β — preference losses (default 0.1) or the GRPO KL coefficient (default 0: " +
+      "no reference pass)",
+  },
+  label_smoothing: {
+    resume: true,
+    kind: "float",
+    def: 0,
+    help: "stage 4 sigmoid / simpo: label-flip probability ε (conservative DPO)",
+    check: (v: unknown): string | null =>
+      (v as number) >= 0 && (v as number) < 0.5 ? null : "must be in [0, 0.5)",
+  },
+  simpo_gamma: {
+    resume: true,
+    kind: "float",
+    def: 0.5,
+    help: "stage 4 --po_loss simpo: target reward margin γ",
+  },
+  precompute_ref_log_probs: {
+    resume: true,
+    kind: "bool",
+    def: false,
+    help: "stage 4 --po_loss: one reference pass over the training pairs before training, " +
+      "stored with the checkpoints (full fine-tuning: no frozen copy of the model is kept)",
+  },
+  rl: {
+    resume: true,
+    kind: "string",
+    def: null,
+    choices: ["grpo"],
+    help: "stage 4: reinforcement learning with verifiable rewards (grpo); needs data with " +
+      "answers",
+  },
+  num_generations: {
+    resume: true,
+    kind: "int",
+    def: 8,
+    min: 2,
+    help: "--rl grpo: completions sampled per prompt (a group)",
+  },
+  temperature: {
+    resume: true,
+    kind: "float",
+    def: 1,
+    min: 0,
+    help: "--rl grpo: sampling temperature of the rollouts",
+  },
+  top_p: {
+    resume: true,
+    kind: "float",
+    def: 1,
+    help: "--rl grpo: nucleus sampling of the rollouts",
+    check: (v: unknown): string | null =>
+      (v as number) > 0 && (v as number) <= 1 ? null : "must be in (0, 1]",
+  },
+  max_completion_length: {
+    resume: true,
+    kind: "int",
+    def: 256,
+    min: 1,
+    help: "--rl grpo: longest sampled completion (tokens)",
+  },
+  epsilon: {
+    resume: true,
+    kind: "float",
+    def: 0.2,
+    min: 0,
+    help: "--rl grpo: clipping of the probability ratio to [1 − ε, 1 + ε]",
+  },
+  reward_funcs: {
+    resume: true,
+    kind: "list",
+    def: "exact",
+    help: "--rl grpo: comma list of rewards — exact, numeric, mc, format, or a path to a " +
+      "TypeScript module exporting `reward(completions, ctx)` (see src/train/rewards.ts)",
+  },
+  reward_weights: {
+    resume: true,
+    kind: "floats",
+    def: null,
+    help: "--rl grpo: one weight per reward function (default 1 each)",
+  },
+  scale_rewards: {
+    resume: true,
+    kind: "string",
+    def: "group",
+    choices: ["group", "batch", "none"],
+    help: "--rl grpo: advantages divided by the group's reward std, the batch's, or not at all",
+  },
+  grpo_loss_type: {
+    resume: true,
+    kind: "string",
+    def: "dapo",
+    choices: GRPO_LOSS_TYPES,
+    help: "--rl grpo: token aggregation — dapo (over all completion tokens), grpo (per " +
+      "completion, then mean), dr_grpo (by completions × max_completion_length)",
+  },
   freeze_text_model: {
     later: true,
     kind: "bool",
@@ -112,14 +287,15 @@ export const FLAGS = {
     kind: "float",
     def: 0.05,
     help: "LoRA dropout probability",
-    check: (v) => (v as number) >= 0 && (v as number) < 1 ? null : "must be in [0, 1)",
+    check: (v: unknown): string | null =>
+      (v as number) >= 0 && (v as number) < 1 ? null : "must be in [0, 1)",
   },
   lora_target_modules: {
     resume: true,
     kind: "list",
     def: LORA_TARGETS.join(","),
     help: "comma list of projections to adapt",
-    check: (v) => {
+    check: (v: unknown): string | null => {
       const bad = (v as string[]).filter((m) => !(LORA_TARGETS as readonly string[]).includes(m));
       return bad.length ? `unknown module(s) ${bad.join(", ")} (known: ${LORA_TARGETS})` : null;
     },
@@ -191,7 +367,8 @@ export const FLAGS = {
     kind: "float",
     def: 0.03,
     help: "warmup steps = ceil(max_steps · ratio)",
-    check: (v) => (v as number) >= 0 && (v as number) <= 1 ? null : "must be in [0, 1]",
+    check: (v: unknown): string | null =>
+      (v as number) >= 0 && (v as number) <= 1 ? null : "must be in [0, 1]",
   },
   weight_decay: {
     resume: true,
@@ -285,7 +462,7 @@ export const FLAGS = {
     kind: "list",
     def: "jsonl",
     help: "comma list of: jsonl (always on), tensorboard, none",
-    check: (v) => {
+    check: (v: unknown): string | null => {
       const bad = (v as string[]).filter((x) => !["jsonl", "tensorboard", "none"].includes(x));
       return bad.length ? `unknown target(s) ${bad.join(", ")} (jsonl, tensorboard, none)` : null;
     },
@@ -519,7 +696,17 @@ export function parseTrainArgs(
 export function finalizeArgs(args: TrainArgs, explicit: Set<string>): TrainArgs {
   const a = { ...args };
   const given = (k: keyof TrainArgs) => explicit.has(k);
-  if (a.learning_rate === null) a.learning_rate = a.stage === 1 ? 1e-3 : 2e-5;
+  if (a.learning_rate === null) {
+    // stage 3: the plan's 1e-5 (1e-5 to 2e-5); stage 4: TRL's DPO/GRPO 1e-6, with adapters 1e-5
+    a.learning_rate = a.stage === 1
+      ? 1e-3
+      : a.stage === 2
+      ? 2e-5
+      : a.stage === 3 || a.use_lora
+      ? 1e-5
+      : 1e-6;
+  }
+  checkStage34(a, given);
   if (a.freeze_text_model === null) a.freeze_text_model = a.stage === 1;
   if (a.stage === 1 && !a.freeze_text_model) {
     throw new Error(
@@ -527,10 +714,10 @@ export function finalizeArgs(args: TrainArgs, explicit: Set<string>): TrainArgs 
         "train the LLM with --stage 2",
     );
   }
-  if (a.stage === 2 && given("freeze_text_model") && a.freeze_text_model) {
+  if (a.stage >= 2 && given("freeze_text_model") && a.freeze_text_model) {
     throw new Error(
-      "--freeze_text_model contradicts --stage 2 (stage 2 trains the LLM, fully or with " +
-        "--use_lora); use --stage 1 to train the projector alone",
+      `--freeze_text_model contradicts --stage ${a.stage} (stage ${a.stage} trains the LLM, ` +
+        "fully or with --use_lora); use --stage 1 to train the projector alone",
     );
   }
   if (!a.freeze_vision_model) {
@@ -544,15 +731,23 @@ export function finalizeArgs(args: TrainArgs, explicit: Set<string>): TrainArgs 
     a.bf16 = false; // --fp16 alone turns the bf16 default off, as the original did
   }
   if (a.use_lora && a.stage === 1) {
-    throw new Error("--use_lora needs --stage 2 (stage 1 trains the projector only)");
+    throw new Error("--use_lora needs --stage 2, 3 or 4 (stage 1 trains the projector only)");
   }
   if (!a.use_lora) {
     for (const k of ["lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora"]) {
       if (explicit.has(k)) throw new Error(`--${k} has no effect without --use_lora`);
     }
   }
-  if (a.stage === 1 && given("stage_1_checkpoint_path")) {
+  if (a.stage !== 2 && given("stage_1_checkpoint_path")) {
     throw new Error("--stage_1_checkpoint_path is for --stage 2 (it names the stage-1 result)");
+  }
+  if (a.stage < 3 && given("stage_2_checkpoint_path")) {
+    throw new Error(
+      "--stage_2_checkpoint_path is for --stage 3 or 4 (it names the stage-2 result)",
+    );
+  }
+  if (a.stage !== 4 && given("stage_3_checkpoint_path")) {
+    throw new Error("--stage_3_checkpoint_path is for --stage 4 (it names the stage-3 result)");
   }
   if (a.sub_sets_weights && a.sub_sets_weights.length !== a.sub_sets.length) {
     throw new Error(
@@ -595,6 +790,88 @@ export function finalizeArgs(args: TrainArgs, explicit: Set<string>): TrainArgs 
   return a;
 }
 
+/** Flags that belong to one stage-4 method (or to stages 3-4), by owner. */
+const PO_FLAGS = ["label_smoothing", "simpo_gamma", "precompute_ref_log_probs"] as const;
+const RL_FLAGS = [
+  "num_generations",
+  "temperature",
+  "top_p",
+  "max_completion_length",
+  "epsilon",
+  "reward_funcs",
+  "reward_weights",
+  "scale_rewards",
+  "grpo_loss_type",
+] as const;
+const STAGE34_FLAGS = [
+  "reasoning_format",
+  "image_column",
+  "question_column",
+  "rationale_column",
+  "answer_column",
+  "chosen_column",
+  "rejected_column",
+] as const;
+
+/** Stage 3 / 4 combinations (called by finalizeArgs): every message names the flag. */
+function checkStage34(a: TrainArgs, given: (k: keyof TrainArgs) => boolean): void {
+  const only = (flags: readonly (keyof TrainArgs)[], cond: boolean, need: string) => {
+    for (const k of flags) if (given(k) && !cond) throw new Error(`--${k} needs ${need}`);
+  };
+  only(STAGE34_FLAGS, a.stage >= 3, "--stage 3 or 4");
+  only(["po_loss", "rl", "beta"], a.stage === 4, "--stage 4");
+  only(PO_FLAGS, a.po_loss !== null, "--stage 4 --po_loss …");
+  only(RL_FLAGS, a.rl !== null, "--stage 4 --rl grpo");
+  only(["chosen_column", "rejected_column"], a.po_loss !== null, "--po_loss (preference data)");
+  only(["rationale_column"], a.stage === 3, "--stage 3");
+  if (a.stage === 4 && a.po_loss === null && a.rl === null) {
+    throw new Error("--stage 4 needs --po_loss sigmoid|ipo|hinge|simpo|orpo or --rl grpo");
+  }
+  if (a.po_loss !== null && a.rl !== null) {
+    throw new Error(`--po_loss ${a.po_loss} and --rl ${a.rl} are two stage-4 methods: pick one`);
+  }
+  if (a.beta === null) a.beta = a.rl !== null ? 0 : 0.1;
+  if (a.po_loss !== null && !(a.beta > 0)) {
+    throw new Error(`--beta ${a.beta}: the preference losses need β > 0`);
+  }
+  const data = a.data_path;
+  if (a.po_loss !== null && /^shapes(_cot)?(:|$)/.test(data)) {
+    throw new Error(
+      `--po_loss ${a.po_loss} needs preference data (chosen/rejected): --data_path ${data} has ` +
+        "none; use shapes_preference or a record file with chosen and rejected columns",
+    );
+  }
+  if ((a.rl !== null || a.stage === 3) && /^shapes_preference(:|$)/.test(data)) {
+    throw new Error(
+      `${a.rl !== null ? `--rl ${a.rl}` : "--stage 3"} needs data with answers: --data_path ` +
+        `${data} holds preference pairs; use shapes_cot or a record file with answers`,
+    );
+  }
+  if (a.rl !== null && /^shapes(:|$)/.test(data)) {
+    throw new Error(
+      `--rl ${a.rl} needs questions with reference answers in a reasoning format: ` +
+        `--data_path ${data} is stage-1/2 data; use shapes_cot`,
+    );
+  }
+  if (a.precompute_ref_log_probs && a.po_loss !== null && isReferenceFree(a.po_loss)) {
+    throw new Error(
+      `--precompute_ref_log_probs has no effect with --po_loss ${a.po_loss} (reference-free)`,
+    );
+  }
+  if (a.reward_weights && a.reward_weights.length !== a.reward_funcs.length) {
+    throw new Error(
+      `--reward_weights has ${a.reward_weights.length} values for ${a.reward_funcs.length} ` +
+        "--reward_funcs: give one weight per reward",
+    );
+  }
+  if (a.rl !== null && a.per_device_train_batch_size % a.num_generations !== 0) {
+    throw new Error(
+      `--per_device_train_batch_size ${a.per_device_train_batch_size} must be a multiple of ` +
+        `--num_generations ${a.num_generations} (rows = prompts × generations)`,
+    );
+  }
+}
+
 /** The --help text. */
 export function trainHelp(): string {
   const lines = [
@@ -605,6 +882,11 @@ export function trainHelp(): string {
     "  stage 2: vision frozen, projector + LLM trained fully (lr 2e-5) or with --use_lora",
     "           (r 64, alpha 16, dropout 0.05, all seven projections); starts from a stage-1",
     "           result (--stage_1_checkpoint_path, default: the latest matching stage-1 run)",
+    "  stage 3: chain-of-thought SFT from a stage-2 result (lr 1e-5; LoRA adapters continue);",
+    "           --reasoning_format think|llava-cot|plain|none shapes rationale + answer",
+    "  stage 4: from a stage-3 (else stage-2) result: --po_loss sigmoid|ipo|hinge|simpo|orpo on",
+    "           preference pairs (reference = adapters off with LoRA), or --rl grpo with",
+    "           verifiable rewards (--reward_funcs) on questions with answers",
     "",
     "Precision on WebGPU: --bf16 (default) / --fp16 / --no_bf16 choose the STORAGE dtype of the",
     "frozen weights on the GPU (bfloat16 / float16 / float32). Every kernel widens them to f32:",

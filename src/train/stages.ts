@@ -2,6 +2,8 @@
 // presets.
 //
 //   stages 1, 2: supervised.ts (projector alignment; LoRA or full fine-tuning)
+//   stage 3:     cot_sft.ts (chain-of-thought SFT from stage 2)
+//   stage 4:     preference_stage.ts (--po_loss) or grpo_stage.ts (--rl grpo), from stage 3 / 2
 //
 // Presets fill the flags a user did not give, like the original's launcher script: `software`
 // (a CPU/software adapter such as lavapipe: the original's small "Mac" preset), `hardware`
@@ -11,6 +13,9 @@ import type { TrainArgs } from "./args.ts";
 import type { Stage } from "./stage.ts";
 import type { StepBatch } from "./step.ts";
 import { SupervisedStage } from "./supervised.ts";
+import { CotSftStage } from "./cot_sft.ts";
+import { PreferenceStage } from "./preference_stage.ts";
+import { GrpoStage } from "./grpo_stage.ts";
 
 /** The stage implementation for parsed flags (one entry per stage). */
 export function stageFor(a: TrainArgs): Stage<StepBatch> {
@@ -18,6 +23,10 @@ export function stageFor(a: TrainArgs): Stage<StepBatch> {
     case 1:
     case 2:
       return new SupervisedStage(a) as Stage<StepBatch>;
+    case 3:
+      return new CotSftStage(a) as Stage<StepBatch>;
+    case 4:
+      return (a.po_loss !== null ? new PreferenceStage(a) : new GrpoStage(a)) as Stage<StepBatch>;
   }
   throw new Error(`--stage ${a.stage}: no such stage`);
 }
@@ -73,7 +82,7 @@ export function presetValues(
           gen_samples: 4,
           num_proc: 2,
           dataloader_num_workers: 1,
-          ...(stage === 2 ? { use_lora: true } : {}),
+          ...(stage >= 2 ? { use_lora: true } : {}),
         },
       };
     case "hardware": {
@@ -97,7 +106,7 @@ export function presetValues(
           num_proc: 8,
           dataloader_num_workers: 2,
           bf16: true,
-          ...(stage === 2 ? { use_lora: true } : {}),
+          ...(stage >= 2 ? { use_lora: true } : {}),
         },
       };
     }
