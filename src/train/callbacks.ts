@@ -118,11 +118,7 @@ export class EvalLossCallback<B extends StepBatch> implements TrainerCallback {
         tokens: n,
         seconds: (performance.now() - t0) / 1000,
       });
-      t.say(
-        `[siqvl] eval at step ${step}: loss ${
-          fmtNum(loss)
-        } over ${rows} samples`,
-      );
+      t.say(`[siqvl] eval at step ${step}: loss ${fmtNum(loss)} over ${rows} samples`);
       this.#last = loss;
       return loss;
     } finally {
@@ -140,8 +136,7 @@ export class EvalLossCallback<B extends StepBatch> implements TrainerCallback {
       this.#bestStep = step;
       this.#withoutGain = 0;
     } else if (++this.#withoutGain >= this.patience) {
-      this.#stop =
-        `eval loss has not improved for ${this.patience} evaluations`;
+      this.#stop = `eval loss has not improved for ${this.patience} evaluations`;
       t.say(`[siqvl] early stopping: ${this.#stop}`);
     }
   }
@@ -178,9 +173,7 @@ export class EvalLossCallback<B extends StepBatch> implements TrainerCallback {
     this.#bestCheckpoint = typeof o.best_model_checkpoint === "string"
       ? o.best_model_checkpoint
       : null;
-    this.#withoutGain = typeof o.evals_without_gain === "number"
-      ? o.evals_without_gain
-      : 0;
+    this.#withoutGain = typeof o.evals_without_gain === "number" ? o.evals_without_gain : 0;
   }
 
   /** The best eval loss and its checkpoint (for trainer_state.json). */
@@ -207,24 +200,18 @@ export class GenEvalCallback implements TrainerCallback {
 
   async run(t: TrainerView, step: number): Promise<void> {
     const a = t.args;
-    const res = await generationEval(
-      t.model,
-      t.processor,
-      this.#pool,
-      this.samples,
-      {
-        maxNewTokens: a.gen_max_new_tokens,
-        temperature: a.gen_temperature,
-        numBeams: a.gen_num_beams,
-        seed: a.seed,
-        batchSize: a.per_device_train_batch_size,
-        onRow: (r) =>
-          t.say(
-            `[gen step ${step}] Q: ${r.question}\n  reference: ${r.reference}\n  answer:    ` +
-              `${r.answer}${r.exact ? "  ✓" : ""}`,
-          ),
-      },
-    );
+    const res = await generationEval(t.model, t.processor, this.#pool, this.samples, {
+      maxNewTokens: a.gen_max_new_tokens,
+      temperature: a.gen_temperature,
+      numBeams: a.gen_num_beams,
+      seed: a.seed,
+      batchSize: a.per_device_train_batch_size,
+      onRow: (r) =>
+        t.say(
+          `[gen step ${step}] Q: ${r.question}\n  reference: ${r.reference}\n  answer:    ` +
+            `${r.answer}${r.exact ? "  ✓" : ""}`,
+        ),
+    });
     t.metrics.log({
       type: "gen",
       step,
@@ -255,9 +242,7 @@ export class GenEvalCallback implements TrainerCallback {
 
   exportInfo(): Partial<ExportInfo> {
     const r = this.rows;
-    return r?.length
-      ? { exactMatch: r.filter((x) => x.exact).length / r.length }
-      : {};
+    return r?.length ? { exactMatch: r.filter((x) => x.exact).length / r.length } : {};
   }
 
   close(): void {

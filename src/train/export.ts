@@ -52,23 +52,15 @@ export async function writeProcessorFiles(
   genMaxNewTokens: number,
 ): Promise<void> {
   for (const f of PROCESSOR_FILES) {
-    if (
-      /^(processor|preprocessor|generation)_config\.json$|^chat_template\./
-        .test(f)
-    ) continue;
+    if (/^(processor|preprocessor|generation)_config\.json$|^chat_template\./.test(f)) continue;
     const src = join(tokenizerFrom, f);
     if (await exists(src)) await Deno.copyFile(src, join(dir, f));
   }
   if (!(await exists(join(dir, "tokenizer.json")))) {
-    throw new Error(
-      `${tokenizerFrom}: no tokenizer.json to copy into the model directory`,
-    );
+    throw new Error(`${tokenizerFrom}: no tokenizer.json to copy into the model directory`);
   }
   // The chat template the model was trained with (SiQ-VL's ChatML unless the source had one).
-  await Deno.writeTextFile(
-    join(dir, "chat_template.jinja"),
-    processor.template.source,
-  );
+  await Deno.writeTextFile(join(dir, "chat_template.jinja"), processor.template.source);
   const v = model.config.vision;
   const factor = model.projector.factor;
   const writeJson = (name: string, value: unknown) =>
@@ -98,9 +90,7 @@ export async function writeProcessorFiles(
   });
   const t = model.config.text;
   const stop = [processor.ids.endOfTurn];
-  if (processor.ids.pad !== processor.ids.endOfTurn) {
-    stop.push(processor.ids.pad);
-  }
+  if (processor.ids.pad !== processor.ids.endOfTurn) stop.push(processor.ids.pad);
   await writeJson("generation_config.json", {
     bos_token_id: t.bosTokenId ?? null,
     eos_token_id: stop,
@@ -124,9 +114,7 @@ export function modelCard(info: ExportInfo, hubId?: string): string {
     ? "projector only (vision tower and language model frozen)"
     : info.plan.llm === "lora"
     ? `projector + LoRA adapters on the language model (r ${info.lora?.r}, alpha ${info.lora?.alpha}, ` +
-      `dropout ${info.lora?.dropout}, targets ${
-        info.lora?.targets.join(", ")
-      }); vision frozen`
+      `dropout ${info.lora?.dropout}, targets ${info.lora?.targets.join(", ")}); vision frozen`
     : "projector + the whole language model; vision frozen";
   const lines = [
     "---",
@@ -162,12 +150,8 @@ export function modelCard(info: ExportInfo, hubId?: string): string {
     `- precision: ${info.precision}`,
     `- trainable parameters: ${info.numTrainable.toLocaleString("en-US")} of ` +
     `${info.numTotal.toLocaleString("en-US")}`,
-    `- final train loss: ${fmt(info.trainLoss)}; eval loss: ${
-      fmt(info.evalLoss)
-    }` +
-    (info.exactMatch !== undefined
-      ? `; generation exact match: ${fmt(info.exactMatch, 3)}`
-      : ""),
+    `- final train loss: ${fmt(info.trainLoss)}; eval loss: ${fmt(info.evalLoss)}` +
+    (info.exactMatch !== undefined ? `; generation exact match: ${fmt(info.exactMatch, 3)}` : ""),
     ...(info.benchmarks && Object.keys(info.benchmarks).length
       ? [
         "",
@@ -177,9 +161,7 @@ export function modelCard(info: ExportInfo, hubId?: string): string {
         "",
         "| task/metric | value |",
         "|---|---:|",
-        ...Object.entries(info.benchmarks).map(([k, v]) =>
-          `| ${k} | ${fmt(v)} |`
-        ),
+        ...Object.entries(info.benchmarks).map(([k, v]) => `| ${k} | ${fmt(v)} |`),
       ]
       : []),
     "",
@@ -229,8 +211,7 @@ export interface ExportResult {
  * path relative to the export directory (never an absolute local path).
  */
 export function adapterBaseName(textId: string, exportDir: string): string {
-  const local = isAbsolute(textId) || textId.startsWith(".") ||
-    isDirSync(textId);
+  const local = isAbsolute(textId) || textId.startsWith(".") || isDirSync(textId);
   return local ? relative(resolve(exportDir), resolve(textId)) || "." : textId;
 }
 
@@ -256,8 +237,7 @@ async function markAdapterNeeded(dir: string): Promise<void> {
       merged: false,
       adapter: "adapter_model.safetensors",
       adapter_config: "adapter_config.json",
-      note:
-        "model.safetensors holds the BASE language model weights; the trained model is " +
+      note: "model.safetensors holds the BASE language model weights; the trained model is " +
         "base + the PEFT LoRA adapter beside it (siqvl applies it; with PyTorch use PEFT, " +
         "or export with --merge_lora and load merged/)",
     },
@@ -276,9 +256,7 @@ export async function writeFinalModel(
   const trainable = model.namedParameters().filter(([, p]) =>
     p.trainable && p.value.dtype === "f32"
   );
-  const bad = trainable.length
-    ? await nonFiniteCount(trainable.map(([, p]) => p.value))
-    : 0;
+  const bad = trainable.length ? await nonFiniteCount(trainable.map(([, p]) => p.value)) : 0;
   if (bad > 0) {
     throw new Error(
       `refusing to export the final model to ${stageDir}: the trainable weights hold ${bad} ` +
@@ -298,61 +276,32 @@ export async function writeFinalModel(
     const baseModelNameOrPath = adapterBaseName(info.textId, stageDir);
     await saveSiqvl(model, dir, { lora, baseModelNameOrPath });
     await markAdapterNeeded(dir);
-    await writeProcessorFiles(
-      dir,
-      model,
-      processor,
-      info.tokenizerFrom,
-      info.genMaxNewTokens,
-    );
-    await Deno.writeTextFile(
-      join(dir, "README.md"),
-      modelCard(info, opts.hubId),
-    );
+    await writeProcessorFiles(dir, model, processor, info.tokenizerFrom, info.genMaxNewTokens);
+    await Deno.writeTextFile(join(dir, "README.md"), modelCard(info, opts.hubId));
     await writeHfRemoteCode(dir);
   };
   // Extras never take the final model with them: a failure is reported and cleaned up.
-  const extra = async (
-    what: string,
-    dir: string,
-    run: () => Promise<unknown>,
-    undo: string[],
-  ) => {
+  const extra = async (what: string, dir: string, run: () => Promise<unknown>, undo: string[]) => {
     try {
       await run();
     } catch (e) {
-      for (const p of undo) {
-        await Deno.remove(join(dir, p), { recursive: true }).catch(() => {});
-      }
-      const w = `${what} failed (the final model is complete): ${
-        (e as Error).message
-      }`;
+      for (const p of undo) await Deno.remove(join(dir, p), { recursive: true }).catch(() => {});
+      const w = `${what} failed (the final model is complete): ${(e as Error).message}`;
       warnings.push(w);
       console.error(`[siqvl] warning: ${w}`);
     }
   };
   const extras = async (dir: string) => {
-    await extra("HF vision/ and text/ folders", dir, () => writeHfParts(dir), [
-      "vision",
-      "text",
-    ]);
+    await extra("HF vision/ and text/ folders", dir, () => writeHfParts(dir), ["vision", "text"]);
     if (opts.pytorchBin) {
-      await extra(
-        "--save_pytorch_bin",
-        dir,
-        () => safetensorsToTorchBin(dir),
-        [],
-      );
+      await extra("--save_pytorch_bin", dir, () => safetensorsToTorchBin(dir), []);
     }
   };
   try {
     await fill(tmp, "adapter");
     // Move in, config.json last (the "final model present" marker).
     const names = [...Deno.readDirSync(tmp)].map((e) => e.name).sort();
-    const ordered = [
-      ...names.filter((n) => n !== "config.json"),
-      "config.json",
-    ];
+    const ordered = [...names.filter((n) => n !== "config.json"), "config.json"];
     await Deno.remove(join(stageDir, "config.json")).catch(() => {});
     for (const n of ordered) await Deno.rename(join(tmp, n), join(stageDir, n));
   } finally {
@@ -394,31 +343,18 @@ export async function safetensorsToTorchBin(dir: string): Promise<void> {
   try {
     const tensors = reader.keys().map((name) => {
       const info = reader.info(name);
-      return {
-        name,
-        dtype: info.dtype,
-        shape: info.shape,
-        data: () => reader.read(name),
-      };
+      return { name, dtype: info.dtype, shape: info.shape, data: () => reader.read(name) };
     });
     let maxShardBytes: number | undefined;
     const index = join(dir, "model.safetensors.index.json");
     if (await exists(index)) {
       // Same shard boundaries as the safetensors files: cap at the largest shard.
-      const files = new Set(
-        Object.values((await readJson(index)).weight_map as object),
-      );
+      const files = new Set(Object.values((await readJson(index)).weight_map as object));
       let largest = 0;
-      for (const f of files) {
-        largest = Math.max(largest, (await Deno.stat(join(dir, f))).size);
-      }
+      for (const f of files) largest = Math.max(largest, (await Deno.stat(join(dir, f))).size);
       maxShardBytes = largest;
     }
-    await writeStateDict(dir, tensors, {
-      format: "bin",
-      maxShardBytes,
-      keepOther: true,
-    });
+    await writeStateDict(dir, tensors, { format: "bin", maxShardBytes, keepOther: true });
   } finally {
     reader.close();
   }
