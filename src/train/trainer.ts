@@ -49,12 +49,7 @@ import { LrSchedule, warmupStepsFor } from "./schedule.ts";
 import { applyPreset, presetValues, stageFor } from "./stages.ts";
 import { frozenStorageDtype } from "./supervised.ts";
 import { writeJson } from "../io/file.ts";
-import {
-  type LossModel,
-  type StepBatch,
-  StepRunner,
-  type StepStats,
-} from "./step.ts";
+import { type LossModel, type StepBatch, StepRunner, type StepStats } from "./step.ts";
 
 /** Options of {@link runTraining}. */
 export interface RunOptions {
@@ -170,9 +165,7 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     const diffs = resumeConflicts(resumed.args, a);
     if (diffs.length) {
       throw new Error(
-        `cannot resume: these flags differ from the checkpoint's run: ${
-          diffs.join("; ")
-        }`,
+        `cannot resume: these flags differ from the checkpoint's run: ${diffs.join("; ")}`,
       );
     }
   }
@@ -180,9 +173,7 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
   const { bundle, from } = await stage.openModel(ctx);
   const { model, processor } = bundle;
   const runDir = resume ? resolve(resume.runDir) : resolve(newRunDir(a));
-  const stageDir = resume
-    ? resolve(resume.stageDir)
-    : stageDirOf(runDir, a.stage);
+  const stageDir = resume ? resolve(resume.stageDir) : stageDirOf(runDir, a.stage);
 
   const cleanup: (() => Promise<void> | void)[] = [];
   // A run folder this call creates is removed again if the run fails before its first step.
@@ -205,15 +196,9 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     const numTotal = model.numParameters();
     log(
       `[siqvl] parameters: ${numTotal.toLocaleString("en-US")} total, ` +
-        `${
-          numTrainable.toLocaleString("en-US")
-        } trainable (${trainable.length} tensors, ` +
-        `${
-          (100 * numTrainable / numTotal).toFixed(2)
-        }%); frozen weights stored as ` +
-        `${
-          frozenStorageDtype(a)
-        }; image tokens per image ${model.imageTokensPerImage}`,
+        `${numTrainable.toLocaleString("en-US")} trainable (${trainable.length} tensors, ` +
+        `${(100 * numTrainable / numTotal).toFixed(2)}%); frozen weights stored as ` +
+        `${frozenStorageDtype(a)}; image tokens per image ${model.imageTokensPerImage}`,
     );
 
     // ---- data ----
@@ -263,12 +248,8 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     setDropoutSeed(a.seed);
 
     // ---- callbacks ----
-    const evalCb = data.evalSource
-      ? new EvalLossCallback(data.evalSource, baseLoss)
-      : null;
-    const genCb = data.genSamples.length
-      ? new GenEvalCallback(data.genSamples)
-      : null;
+    const evalCb = data.evalSource ? new EvalLossCallback(data.evalSource, baseLoss) : null;
+    const genCb = data.genSamples.length ? new GenEvalCallback(data.genSamples) : null;
     if (genCb) cleanup.push(() => genCb.close());
     // Benchmark tasks (--eval_tasks, src/eval/callback.ts); task files are checked here.
     const benchCb = a.eval_tasks?.length
@@ -375,8 +356,7 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         consecutiveNonFinite++;
         // The GPU left weights and moments untouched: do not count the update.
         optimizer.step = Math.max(0, optimizer.step - 1);
-        const msg =
-          `step ${s.step}: non-finite loss or gradients (loss ${s.loss}, grad norm ` +
+        const msg = `step ${s.step}: non-finite loss or gradients (loss ${s.loss}, grad norm ` +
           `${s.gradNorm}); update skipped`;
         say(`[siqvl] ${msg}`);
         metrics.log({
@@ -422,9 +402,7 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       lastTrainLoss = Number.isFinite(loss) ? loss : lastTrainLoss;
       progress.update(
         last.step,
-        `loss ${fmtNum(loss)} lr ${last.lr.toExponential(2)} grad ${
-          fmtNum(last.gradNorm)
-        } ` +
+        `loss ${fmtNum(loss)} lr ${last.lr.toExponential(2)} grad ${fmtNum(last.gradNorm)} ` +
           `${Math.round(rec.tokens_per_sec as number)} tok/s`,
       );
       sinceLog = [];
@@ -453,8 +431,7 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       if (sinceLog.length && step % a.logging_steps === 0) logTrain();
       if (consecutiveNonFinite > 0) {
         // Inside a streak of non-finite steps: keep the last good checkpoint as the latest.
-        const msg =
-          `checkpoint at step ${step} skipped: the last ${consecutiveNonFinite} ` +
+        const msg = `checkpoint at step ${step} skipped: the last ${consecutiveNonFinite} ` +
           "step(s) had non-finite loss or gradients";
         say(`[siqvl] ${msg}`);
         metrics.log({
@@ -473,17 +450,13 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       );
       lastCheckpoint = path;
       for (const cb of callbacks) cb.onSave?.(step, path);
-      const keep = callbacks.map((c) =>
-        c.protectedCheckpoint?.()
-      ).find((p) => p) ?? undefined;
+      const keep = callbacks.map((c) => c.protectedCheckpoint?.()).find((p) => p) ?? undefined;
       for (const r of rotateCheckpoints(stageDir, a.save_total_limit, keep)) {
         say(`[siqvl] removed old checkpoint ${r}`);
       }
       await writeLossPlot(plotPath, metrics.trainLoss(), metrics.evalLoss());
       say(
-        `[siqvl] saved ${path} (${
-          ((performance.now() - t) / 1000).toFixed(1)
-        } s)`,
+        `[siqvl] saved ${path} (${((performance.now() - t) / 1000).toFixed(1)} s)`,
       );
     };
 
@@ -547,9 +520,7 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     if (status === "stopped-nonfinite") {
       log(
         `[siqvl] stopping: ${consecutiveNonFinite} consecutive steps with non-finite loss or ` +
-          `gradients. Last good checkpoint: ${
-            lastCheckpoint ?? "(none saved yet)"
-          }`,
+          `gradients. Last good checkpoint: ${lastCheckpoint ?? "(none saved yet)"}`,
       );
     } else if (status !== "killed") {
       for (const cb of callbacks) {
@@ -572,17 +543,13 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
           }
           : undefined,
         dataset: a.data_path,
-        subsets:
-          a.data_path.startsWith("shapes") || /\.jsonl?$/.test(a.data_path)
-            ? undefined
-            : a.sub_sets,
+        subsets: a.data_path.startsWith("shapes") || /\.jsonl?$/.test(a.data_path)
+          ? undefined
+          : a.sub_sets,
         trainLoss: lastTrainLoss,
         numTrainable,
         numTotal,
-        precision:
-          `${
-            frozenStorageDtype(a)
-          } storage of frozen weights; f32 math, activations, ` +
+        precision: `${frozenStorageDtype(a)} storage of frozen weights; f32 math, activations, ` +
           "gradients, trainable weights and AdamW moments",
         genMaxNewTokens: a.gen_max_new_tokens,
         tokenizerFrom: bundle.tokenizerFrom,
@@ -611,9 +578,7 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       } = trainerState(globalStep);
       await writeTrainerState(stageDir, final);
       log(
-        `[siqvl] final model: ${finalDir}${
-          exp.merged ? ` (merged LoRA: ${exp.merged})` : ""
-        }`,
+        `[siqvl] final model: ${finalDir}${exp.merged ? ` (merged LoRA: ${exp.merged})` : ""}`,
       );
       if (hubId) {
         const { pushToHub } = await import("./hub.ts");
@@ -684,11 +649,7 @@ export async function argsFromArgv(
     const set = applyPreset(args, parsed.explicit, p.values);
     log(
       `[siqvl] preset "${p.name}" (${p.why}) sets: ${
-        set.map((k) =>
-          `${k}=${
-            JSON.stringify((args as unknown as Record<string, unknown>)[k])
-          }`
-        )
+        set.map((k) => `${k}=${JSON.stringify((args as unknown as Record<string, unknown>)[k])}`)
           .join(", ") || "nothing (all given)"
       }`,
     );
