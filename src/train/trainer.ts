@@ -49,7 +49,10 @@ import { LrSchedule, warmupStepsFor } from "./schedule.ts";
 import { applyPreset, presetValues, stageFor } from "./stages.ts";
 import { frozenStorageDtype } from "./supervised.ts";
 import { writeJson } from "../io/file.ts";
+import type { SiqvlBundle } from "../models/factory.ts";
+import type { Stage, StageData } from "./stage.ts";
 import { type LossModel, type StepBatch, StepRunner, type StepStats } from "./step.ts";
+import { StepLog } from "./step_log.ts";
 
 /** Options of {@link runTraining}. */
 export interface RunOptions {
@@ -69,11 +72,7 @@ export interface RunOptions {
 }
 
 /** How a run ended. */
-export type RunStatus =
-  | "completed"
-  | "killed"
-  | "stopped-nonfinite"
-  | "early-stopped";
+export type RunStatus = "completed" | "killed" | "stopped-nonfinite" | "early-stopped";
 
 /** What a run produced. */
 export interface RunResult {
@@ -108,9 +107,51 @@ function newRunDir(a: TrainArgs): string {
   return dir;
 }
 
-function fmtNum(x: number): string {
-  if (!Number.isFinite(x)) return String(x);
-  return Math.abs(x) >= 100 ? x.toFixed(1) : x.toPrecision(4);
+/** Where a run writes: a new run directory, or the run and checkpoint being resumed. */
+async function locateRun(a: TrainArgs, log: (s: string) => void): Promise<{
+  runDir: string;
+  stageDir: string;
+  checkpoint: string | null;
+  resumed: TrainerState | null;
+}> {
+  if (!a.resume_from_checkpoint) {
+    const runDir = resolve(newRunDir(a));
+    return { runDir, stageDir: stageDirOf(runDir, a.stage), checkpoint: null, resumed: null };
+  }
+  const r = resolveResume(
+    a.resume_from_checkpoint,
+    a.output_dir,
+    a.vision_model_name_or_path,
+    a.text_model_name_or_path,
+    a.stage,
+  );
+  log(`[siqvl] resuming from ${r.checkpoint}`);
+  const resumed = await readTrainerState(r.checkpoint);
+  const diffs = resumeConflicts(resumed.args, a);
+  if (diffs.length) {
+    throw new Error(
+      `cannot resume: these flags differ from the checkpoint's run: ${diffs.join("; ")}`,
+    );
+  }
+  return {
+    runDir: resolve(r.runDir),
+    stageDir: resolve(r.stageDir),
+    checkpoint: r.checkpoint,
+    resumed,
+  };
+}
+
+/** Optimizer steps of the run: --max_steps, else one pass over the data. */
+function totalStepsFor(a: TrainArgs, data: StageData<StepBatch>): number {
+  if (a.max_steps > 0) return a.max_steps;
+  if (!isFinite(data.numTrain)) {
+    throw new Error(
+      `--max_steps ${a.max_steps}: one pass over ${data.description} has no end; give ` +
+        "--max_steps or --max_samples",
+    );
+  }
+  const perStep = a.per_device_train_batch_size * a.gradient_accumulation_steps;
+  return Math.max(1, Math.ceil(data.numTrain / perStep));
 }
 
 /** A loss model whose loss is NaN on the steps `fault` names (tests of the non-finite path). */
@@ -124,13 +165,73 @@ function withFaults<B extends StepBatch>(
     lossOf(b) {
       const out = base.lossOf(b);
       if (!fault(step())) return out;
-      return {
-        ...out,
-        loss: scale(out.loss, NaN),
-        dispose: [...(out.dispose ?? []), out.loss],
-      };
+      return { ...out, loss: scale(out.loss, NaN), dispose: [...(out.dispose ?? []), out.loss] };
     },
   };
+}
+
+/** The facts of the model card (train settings, results of the callbacks and the stage). */
+function exportInfoFor(
+  a: TrainArgs,
+  stage: Stage<StepBatch>,
+  bundle: SiqvlBundle,
+  run: { globalStep: number; trainLoss: number | undefined; numTrainable: number },
+  callbacks: TrainerCallback[],
+): ExportInfo {
+  return {
+    visionId: a.vision_model_name_or_path,
+    textId: a.text_model_name_or_path,
+    plan: stage.plan,
+    globalStep: run.globalStep,
+    learningRate: a.learning_rate,
+    batchSize: a.per_device_train_batch_size,
+    gradientAccumulation: a.gradient_accumulation_steps,
+    lora: bundle.model.text.loraLinears().length
+      ? {
+        r: a.lora_r,
+        alpha: a.lora_alpha,
+        dropout: a.lora_dropout,
+        targets: a.lora_target_modules,
+      }
+      : undefined,
+    dataset: a.data_path,
+    subsets: a.data_path.startsWith("shapes") || /\.jsonl?$/.test(a.data_path)
+      ? undefined
+      : a.sub_sets,
+    trainLoss: run.trainLoss,
+    numTrainable: run.numTrainable,
+    numTotal: bundle.model.numParameters(),
+    precision: `${frozenStorageDtype(a)} storage of frozen weights; f32 math, activations, ` +
+      "gradients, trainable weights and AdamW moments",
+    genMaxNewTokens: a.gen_max_new_tokens,
+    tokenizerFrom: bundle.tokenizerFrom,
+    ...Object.assign({}, ...callbacks.map((c) => c.exportInfo?.() ?? {})),
+    ...stage.exportInfo?.(),
+  };
+}
+
+/** The built-in callbacks for what the stage's data offers and the flags ask for. */
+async function builtinCallbacks(
+  a: TrainArgs,
+  data: StageData<StepBatch>,
+  loss: LossModel<StepBatch>,
+): Promise<{
+  evalCb: EvalLossCallback<StepBatch> | null;
+  genCb: GenEvalCallback | null;
+  all: TrainerCallback[];
+}> {
+  const evalCb = data.evalSource ? new EvalLossCallback(data.evalSource, loss) : null;
+  const genCb = data.genSamples.length ? new GenEvalCallback(data.genSamples) : null;
+  // Benchmark tasks (--eval_tasks, src/eval/callback.ts); task files are checked here.
+  const benchCb = a.eval_tasks?.length
+    ? await (await import("../eval/callback.ts")).EvalTasksCallback.create(
+      a.eval_tasks,
+      a.eval_limit,
+    )
+    : null;
+  const all: TrainerCallback[] = [];
+  for (const c of [evalCb, genCb, benchCb]) if (c) all.push(c);
+  return { evalCb, genCb, all };
 }
 
 /** Train one stage. */
@@ -147,34 +248,11 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         "(1e-7 … 0.1; SiQ-VL uses 1e-3 for stage 1 and 2e-5 for stage 2)",
     );
   }
-
-  // ---- where ----
-  const resume = a.resume_from_checkpoint
-    ? resolveResume(
-      a.resume_from_checkpoint,
-      a.output_dir,
-      a.vision_model_name_or_path,
-      a.text_model_name_or_path,
-      a.stage,
-    )
-    : null;
-  let resumed: TrainerState | null = null;
-  if (resume) {
-    log(`[siqvl] resuming from ${resume.checkpoint}`);
-    resumed = await readTrainerState(resume.checkpoint);
-    const diffs = resumeConflicts(resumed.args, a);
-    if (diffs.length) {
-      throw new Error(
-        `cannot resume: these flags differ from the checkpoint's run: ${diffs.join("; ")}`,
-      );
-    }
-  }
-  const ctx = { gpu, args: a, log, resumed };
+  const where = await locateRun(a, log);
+  const { runDir, stageDir } = where;
+  const ctx = { gpu, args: a, log, resumed: where.resumed };
   const { bundle, from } = await stage.openModel(ctx);
   const { model, processor } = bundle;
-  const runDir = resume ? resolve(resume.runDir) : resolve(newRunDir(a));
-  const stageDir = resume ? resolve(resume.stageDir) : stageDirOf(runDir, a.stage);
-
   const cleanup: (() => Promise<void> | void)[] = [];
   // A run folder this call creates is removed again if the run fails before its first step.
   const fresh = !pathKind(runDir);
@@ -182,14 +260,10 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
   try {
     await Deno.mkdir(stageDir, { recursive: true });
     cleanup.push(lockRunDir(stageDir));
-    for (const n of removeStaleTemps(stageDir)) {
-      log(`[siqvl] removed an interrupted save: ${n}`);
-    }
-    log(
-      `[siqvl] stage ${a.stage} (${stage.describe()}); run directory ${stageDir}`,
-    );
+    for (const n of removeStaleTemps(stageDir)) log(`[siqvl] removed an interrupted save: ${n}`);
+    log(`[siqvl] stage ${a.stage} (${stage.describe()}); run directory ${stageDir}`);
 
-    // ---- what trains ----
+    // ---- what trains, on what ----
     const trainable = stage.trainable(model);
     model.text.gradientCheckpointing = a.gradient_checkpointing;
     const numTrainable = trainable.reduce((s, [, t]) => s + t.size, 0);
@@ -200,22 +274,10 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         `${(100 * numTrainable / numTotal).toFixed(2)}%); frozen weights stored as ` +
         `${frozenStorageDtype(a)}; image tokens per image ${model.imageTokensPerImage}`,
     );
-
-    // ---- data ----
     const data = await stage.openData(ctx, bundle);
     cleanup.push(() => data.close());
-    const perStep = a.per_device_train_batch_size *
-      a.gradient_accumulation_steps;
-    let totalSteps = a.max_steps;
-    if (totalSteps <= 0) {
-      if (!isFinite(data.numTrain)) {
-        throw new Error(
-          `--max_steps ${a.max_steps}: one pass over ${data.description} has no end; give ` +
-            "--max_steps or --max_samples",
-        );
-      }
-      totalSteps = Math.max(1, Math.ceil(data.numTrain / perStep));
-    }
+    const totalSteps = totalStepsFor(a, data);
+    const perStep = a.per_device_train_batch_size * a.gradient_accumulation_steps;
     log(
       `[siqvl] data: ${data.description}; ${
         isFinite(data.numTrain) ? data.numTrain : "unbounded"
@@ -241,29 +303,14 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     let globalStep = 0;
     const baseLoss = stage.lossModel(model);
     const lossModel = opts.faultSteps
-      ? withFaults(baseLoss, opts.faultSteps, () => globalStep + 1)
+      ? withFaults(baseLoss, opts.faultSteps, () => globalStep) // the step being run
       : baseLoss;
     const runner = new StepRunner(gpu, lossModel, optimizer, a.logging_steps);
     cleanup.push(() => runner.dispose());
     setDropoutSeed(a.seed);
-
-    // ---- callbacks ----
-    const evalCb = data.evalSource ? new EvalLossCallback(data.evalSource, baseLoss) : null;
-    const genCb = data.genSamples.length ? new GenEvalCallback(data.genSamples) : null;
+    const { evalCb, genCb, all } = await builtinCallbacks(a, data, baseLoss);
     if (genCb) cleanup.push(() => genCb.close());
-    // Benchmark tasks (--eval_tasks, src/eval/callback.ts); task files are checked here.
-    const benchCb = a.eval_tasks?.length
-      ? await (await import("../eval/callback.ts")).EvalTasksCallback.create(
-        a.eval_tasks,
-        a.eval_limit,
-      )
-      : null;
-    const callbacks: TrainerCallback[] = [
-      ...(evalCb ? [evalCb] : []),
-      ...(genCb ? [genCb] : []),
-      ...(benchCb ? [benchCb] : []),
-      ...(opts.callbacks ?? []),
-    ];
+    const callbacks = [...all, ...(opts.callbacks ?? [])];
 
     // ---- resume ----
     const parts: TrainingParts = {
@@ -275,42 +322,29 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     };
     const metricsPath = join(stageDir, "metrics.jsonl");
     const plotPath = join(stageDir, "loss.svg");
-    let history: MetricRecord[] = [];
-    let lastCheckpoint: string | null = null;
-    let consecutiveNonFinite = 0;
-    if (resume) {
-      const st = await loadTrainingCheckpoint(resume.checkpoint, parts);
-      globalStep = st.global_step;
-      history = st.log_history ?? [];
-      lastCheckpoint = resume.checkpoint;
-      consecutiveNonFinite = st.consecutive_nonfinite ?? 0;
+    let resumed: TrainerState | null = null;
+    if (where.checkpoint) {
+      resumed = await loadTrainingCheckpoint(where.checkpoint, parts);
+      globalStep = resumed.global_step;
       for (const cb of callbacks) {
-        const s = st.callbacks?.[cb.name];
+        const s = resumed.callbacks?.[cb.name];
         if (s !== undefined) cb.restore?.(s);
       }
       // The metrics file continues from the checkpoint: drop what a killed run logged after it.
-      await Deno.writeTextFile(
-        metricsPath,
-        history.map((r) => JSON.stringify(r) + "\n").join(""),
-      );
-      log(
-        `[siqvl] resumed at step ${globalStep} of ${totalSteps} (lr ${schedule.lr()})`,
-      );
+      const lines = (resumed.log_history ?? []).map((r) => JSON.stringify(r) + "\n");
+      await Deno.writeTextFile(metricsPath, lines.join(""));
+      log(`[siqvl] resumed at step ${globalStep} of ${totalSteps} (lr ${schedule.lr()})`);
     } else {
       await Deno.remove(metricsPath).catch(() => {});
     }
     const metrics = new MetricsLog(metricsPath, {
-      history,
+      history: resumed?.log_history ?? [],
       tensorboardDir: a.report_to.includes("tensorboard")
         ? join(runDir, "runs", `stage${a.stage}`)
         : undefined,
     });
     cleanup.push(() => metrics.close());
-    await writeJson(join(stageDir, "training_args.json"), {
-      ...a,
-      total_steps: totalSteps,
-    });
-
+    await writeJson(join(stageDir, "training_args.json"), { ...a, total_steps: totalSteps });
     const progress = new Progress(totalSteps, globalStep, {
       label: `stage${a.stage}`,
       intervalSec: 30,
@@ -319,96 +353,19 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
     });
     cleanup.push(() => progress.done());
     const say = (m: string) => progress.log(m);
-    const view: TrainerView = {
-      args: a,
-      model,
-      processor,
+    const view: TrainerView = { args: a, model, processor, metrics, totalSteps, say };
+    const steps = new StepLog({
+      gpu,
+      runner,
+      optimizer,
       metrics,
-      totalSteps,
-      say,
-    };
-
-    // Wall time spent in callbacks and saves is not training throughput.
-    let windowStart = performance.now(), pausedMs = 0;
-    const paused = async (f: () => Promise<void>) => {
-      const t = performance.now();
-      try {
-        await f();
-      } finally {
-        pausedMs += performance.now() - t;
-      }
-    };
-
-    // ---- logging ----
-    const allSteps: StepStats[] = [];
-    let sinceLog: StepStats[] = [];
-    let lastTrainLoss: number | undefined;
-    let stopReason: RunStatus | null = null;
-
-    const drain = async (): Promise<void> => {
-      for (const s of await runner.drain()) {
-        allSteps.push(s);
-        sinceLog.push(s);
-        if (s.finite) {
-          consecutiveNonFinite = 0;
-          continue;
-        }
-        consecutiveNonFinite++;
-        // The GPU left weights and moments untouched: do not count the update.
-        optimizer.step = Math.max(0, optimizer.step - 1);
-        const msg = `step ${s.step}: non-finite loss or gradients (loss ${s.loss}, grad norm ` +
-          `${s.gradNorm}); update skipped`;
-        say(`[siqvl] ${msg}`);
-        metrics.log({
-          type: "event",
-          step: s.step,
-          event: "skipped_step",
-          message: msg,
-        });
-        if (consecutiveNonFinite >= a.max_nonfinite_steps) {
-          stopReason = "stopped-nonfinite";
-        }
-      }
-    };
-
-    const logTrain = (): void => {
-      const st = sinceLog;
-      if (!st.length) return;
-      const now = performance.now();
-      const sec = Math.max(1, now - windowStart - pausedMs) / 1000;
-      const fin = st.filter((s) => s.finite);
-      const last = st[st.length - 1];
-      const mean = (f: (s: StepStats) => number) =>
-        fin.length ? fin.reduce((s, x) => s + f(x), 0) / fin.length : NaN;
-      const loss = mean((s) => s.loss);
-      const mem = gpu.memory();
-      const rec = metrics.log({
-        type: "train",
-        step: last.step,
-        epoch: Number((last.step * perStep / data.numTrain).toFixed(4)) || 0,
-        loss,
-        lr: last.lr,
-        grad_norm: last.gradNorm,
-        ...Object.fromEntries(
-          runner.statNames.map((k) => [k, mean((s) => s.stats[k])]),
-        ),
-        tokens_per_sec: st.reduce((s, x) => s + x.tokens, 0) / sec,
-        samples_per_sec: st.reduce((s, x) => s + x.samples, 0) / sec,
-        step_time_sec: sec / st.length,
-        gpu_live_bytes: mem.live,
-        gpu_peak_bytes: mem.peak,
-        skipped_steps: st.length - fin.length,
-      });
-      lastTrainLoss = Number.isFinite(loss) ? loss : lastTrainLoss;
-      progress.update(
-        last.step,
-        `loss ${fmtNum(loss)} lr ${last.lr.toExponential(2)} grad ${fmtNum(last.gradNorm)} ` +
-          `${Math.round(rec.tokens_per_sec as number)} tok/s`,
-      );
-      sinceLog = [];
-      windowStart = now;
-      pausedMs = 0;
-    };
+      progress,
+      samplesPerStep: perStep,
+      samplesPerPass: data.numTrain,
+      maxNonFinite: a.max_nonfinite_steps,
+      consecutiveNonFinite: resumed?.consecutive_nonfinite,
+    });
+    let lastCheckpoint: string | null = where.checkpoint;
 
     const trainerState = (step: number): TrainerState => ({
       global_step: step,
@@ -420,34 +377,25 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         callbacks.filter((c) => c.state).map((c) => [c.name, c.state!()]),
       ),
       best_model_checkpoint: evalCb?.best.checkpoint ?? null,
-      consecutive_nonfinite: consecutiveNonFinite,
+      consecutive_nonfinite: steps.consecutiveNonFinite,
       from_dir: from,
       args: a,
     });
 
     const save = async (step: number): Promise<void> => {
       const t = performance.now();
-      await drain();
-      if (sinceLog.length && step % a.logging_steps === 0) logTrain();
-      if (consecutiveNonFinite > 0) {
+      await steps.drain();
+      if (steps.pending && step % a.logging_steps === 0) steps.record();
+      if (steps.consecutiveNonFinite > 0) {
         // Inside a streak of non-finite steps: keep the last good checkpoint as the latest.
-        const msg = `checkpoint at step ${step} skipped: the last ${consecutiveNonFinite} ` +
+        const msg = `checkpoint at step ${step} skipped: the last ${steps.consecutiveNonFinite} ` +
           "step(s) had non-finite loss or gradients";
         say(`[siqvl] ${msg}`);
-        metrics.log({
-          type: "event",
-          step,
-          event: "checkpoint_skipped",
-          message: msg,
-        });
+        metrics.log({ type: "event", step, event: "checkpoint_skipped", message: msg });
         return;
       }
       parts.dropoutForwards = step * a.gradient_accumulation_steps;
-      const path = await saveTrainingCheckpoint(
-        stageDir,
-        parts,
-        trainerState(step),
-      );
+      const path = await saveTrainingCheckpoint(stageDir, parts, trainerState(step));
       lastCheckpoint = path;
       for (const cb of callbacks) cb.onSave?.(step, path);
       const keep = callbacks.map((c) => c.protectedCheckpoint?.()).find((p) => p) ?? undefined;
@@ -455,114 +403,68 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         say(`[siqvl] removed old checkpoint ${r}`);
       }
       await writeLossPlot(plotPath, metrics.trainLoss(), metrics.evalLoss());
-      say(
-        `[siqvl] saved ${path} (${((performance.now() - t) / 1000).toFixed(1)} s)`,
-      );
+      say(`[siqvl] saved ${path} (${((performance.now() - t) / 1000).toFixed(1)} s)`);
     };
 
     // ---- the loop ----
     started = true;
-    let killed = false;
+    let status: RunStatus = "completed";
     let stepsThisProcess = 0;
     model.train(true);
     if (globalStep === 0) {
-      for (const cb of callbacks) {
-        if (cb.onStart) await paused(() => cb.onStart!(view));
-      }
+      for (const cb of callbacks) if (cb.onStart) await steps.paused(() => cb.onStart!(view));
     }
-    windowStart = performance.now();
-    pausedMs = 0;
-    while (globalStep < totalSteps) {
+    steps.resetWindow();
+    while (globalStep < totalSteps && status === "completed") {
       const window: StepBatch[] = [];
       for (let k = 0; k < a.gradient_accumulation_steps; k++) {
         const b = await data.train.next();
-        if (!b) {
-          throw new Error(
-            `the training data (${data.description}) ended unexpectedly`,
-          );
-        }
+        if (!b) throw new Error(`the training data (${data.description}) ended unexpectedly`);
         window.push(b);
       }
-      const step = globalStep + 1;
+      const step = ++globalStep;
       await runner.run(step, window, schedule.lr());
       schedule.advance();
-      globalStep = step;
       stepsThisProcess++;
       if (step % a.logging_steps === 0 || step === totalSteps) {
-        await drain();
-        logTrain();
+        await steps.drain();
+        steps.record();
       } else progress.update(step);
-      if (stopReason) break;
-      if (step !== totalSteps) {
-        for (const cb of callbacks) {
-          if (cb.onStep) await paused(() => cb.onStep!(view, step));
-        }
-        if (step % a.save_steps === 0) await paused(() => save(step));
-      }
-      const early = callbacks.map((c) => c.shouldStop?.()).find((r) => r);
-      if (early) stopReason = "early-stopped";
-      if (stopReason) break;
-      if (
-        opts.killAfterSteps !== undefined &&
-        stepsThisProcess >= opts.killAfterSteps
-      ) {
-        killed = true;
+      if (steps.tooManyNonFinite) {
+        status = "stopped-nonfinite";
         break;
       }
+      if (step !== totalSteps) {
+        for (const cb of callbacks) {
+          if (cb.onStep) await steps.paused(() => cb.onStep!(view, step));
+        }
+        if (step % a.save_steps === 0) await steps.paused(() => save(step));
+      }
+      if (steps.tooManyNonFinite) status = "stopped-nonfinite";
+      else if (callbacks.some((c) => c.shouldStop?.())) status = "early-stopped";
+      else if (stepsThisProcess === opts.killAfterSteps) status = "killed";
     }
-    await drain();
-    if (sinceLog.length) logTrain();
+    await steps.drain();
+    steps.record();
     progress.done();
 
     // ---- the end ----
     let finalDir: string | null = null;
-    const status = (killed ? "killed" : stopReason ?? "completed") as RunStatus;
     if (status === "stopped-nonfinite") {
       log(
-        `[siqvl] stopping: ${consecutiveNonFinite} consecutive steps with non-finite loss or ` +
-          `gradients. Last good checkpoint: ${lastCheckpoint ?? "(none saved yet)"}`,
+        `[siqvl] stopping: ${steps.consecutiveNonFinite} consecutive steps with non-finite loss ` +
+          `or gradients. Last good checkpoint: ${lastCheckpoint ?? "(none saved yet)"}`,
       );
     } else if (status !== "killed") {
-      for (const cb of callbacks) {
-        if (cb.onEnd) await cb.onEnd(view, globalStep);
-      }
-      const info: ExportInfo = {
-        visionId: a.vision_model_name_or_path,
-        textId: a.text_model_name_or_path,
-        plan: stage.plan,
+      for (const cb of callbacks) if (cb.onEnd) await cb.onEnd(view, globalStep);
+      const info = exportInfoFor(a, stage, bundle, {
         globalStep,
-        learningRate: a.learning_rate,
-        batchSize: a.per_device_train_batch_size,
-        gradientAccumulation: a.gradient_accumulation_steps,
-        lora: model.text.loraLinears().length
-          ? {
-            r: a.lora_r,
-            alpha: a.lora_alpha,
-            dropout: a.lora_dropout,
-            targets: a.lora_target_modules,
-          }
-          : undefined,
-        dataset: a.data_path,
-        subsets: a.data_path.startsWith("shapes") || /\.jsonl?$/.test(a.data_path)
-          ? undefined
-          : a.sub_sets,
-        trainLoss: lastTrainLoss,
+        trainLoss: steps.lastTrainLoss,
         numTrainable,
-        numTotal,
-        precision: `${frozenStorageDtype(a)} storage of frozen weights; f32 math, activations, ` +
-          "gradients, trainable weights and AdamW moments",
-        genMaxNewTokens: a.gen_max_new_tokens,
-        tokenizerFrom: bundle.tokenizerFrom,
-        ...Object.assign({}, ...callbacks.map((c) => c.exportInfo?.() ?? {})),
-        ...stage.exportInfo?.(),
-      };
+      }, callbacks);
       const hubId = a.push_to_hub
         ? a.hub_model_id ??
-          runBaseName(
-            a.vision_model_name_or_path,
-            a.text_model_name_or_path,
-            a.stage,
-          )
+          runBaseName(a.vision_model_name_or_path, a.text_model_name_or_path, a.stage)
         : undefined;
       const exp = await writeFinalModel(model, processor, stageDir, info, {
         mergeLora: a.merge_lora,
@@ -570,16 +472,10 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         hubId,
       });
       finalDir = exp.dir;
-      const {
-        callbacks: _c,
-        consecutive_nonfinite: _n,
-        optimizer_step: _o,
-        ...final
-      } = trainerState(globalStep);
+      const { callbacks: _c, consecutive_nonfinite: _n, optimizer_step: _o, ...final } =
+        trainerState(globalStep);
       await writeTrainerState(stageDir, final);
-      log(
-        `[siqvl] final model: ${finalDir}${exp.merged ? ` (merged LoRA: ${exp.merged})` : ""}`,
-      );
+      log(`[siqvl] final model: ${finalDir}${exp.merged ? ` (merged LoRA: ${exp.merged})` : ""}`);
       if (hubId) {
         const { pushToHub } = await import("./hub.ts");
         const url = await pushToHub(finalDir, hubId, { log, stage: a.stage });
@@ -593,7 +489,7 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         formatDuration(seconds)
       }; plot ${plotPath}`,
     );
-    const result: RunResult = {
+    return {
       status,
       runDir,
       stageDir,
@@ -601,7 +497,7 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       lastCheckpoint,
       globalStep,
       totalSteps,
-      steps: allSteps,
+      steps: steps.steps,
       metrics: metrics.records,
       evalLoss: evalCb ? metrics.evalLoss().at(-1)?.[1] : undefined,
       genRows: genCb?.rows,
@@ -610,12 +506,8 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       tensorboardPath: metrics.tensorboardPath,
       fromDir: from ?? undefined,
       seconds,
+      ...(opts.keepModel ? { model, processor } : {}),
     };
-    if (opts.keepModel) {
-      result.model = model;
-      result.processor = processor;
-    }
-    return result;
   } catch (e) {
     if (fresh && !started) {
       for (const f of cleanup.splice(0).reverse()) await f();
@@ -660,9 +552,7 @@ export async function argsFromArgv(
 /** Train from command-line flags (what `deno task train` runs; the demo calls it too). */
 export async function trainFromArgv(
   argv: string[],
-  opts: Omit<RunOptions, "args"> & {
-    env?: Record<string, string | undefined>;
-  } = {},
+  opts: Omit<RunOptions, "args"> & { env?: Record<string, string | undefined> } = {},
 ): Promise<RunResult> {
   const args = await argsFromArgv(argv, opts.env ?? {}, opts.log);
   if (!args) throw new Error("--help is not a training run");
