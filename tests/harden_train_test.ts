@@ -1,0 +1,253 @@
+// Hardening of runs and exports (issue 15): run locks and stale temps (class 10), damaged newest
+// checkpoints skipped and --run_name runs found by "latest" (10), failed starts leaving no run
+// folder (10), non-finite weights never saved, exported or resumed from (7), --save_pytorch_bin
+// for sharded weights and extras that never remove the final model (11), unambiguous LoRA
+// exports with a relative or hub base model (13).
+
+import assert from "node:assert/strict";
+import { join, resolve } from "node:path";
+import { trainFromArgv } from "../src/train/trainer.ts";
+import { DEMO_CONFIG, type DemoConfig, prepareDemoModels } from "../src/demo/demo.ts";
+import {
+  checkpointProblem,
+  listCheckpoints,
+  LOCK_FILE,
+  lockRunDir,
+  removeStaleTemps,
+  resolveResume,
+} from "../src/train/checkpoint.ts";
+import { adapterBaseName, safetensorsToTorchBin } from "../src/train/export.ts";
+import { openTensors } from "../src/io/reader.ts";
+import { writeSafetensors } from "../src/io/safetensors.ts";
+import { writeStateDict } from "../src/io/state_dict.ts";
+import { GPU_TEST } from "./util.ts";
+
+const tmp = () => Deno.makeTempDir({ prefix: "siqvl_harden_train_" });
+
+/** A checkpoint directory with valid (tiny) files, as saveTrainingCheckpoint writes them. */
+async function fakeCheckpoint(stageDir: string, step: number): Promise<string> {
+  const dir = join(stageDir, `checkpoint-${step}`);
+  await Deno.mkdir(dir, { recursive: true });
+  const w = { dtype: "F32" as const, shape: [2], data: new Float32Array([1, 2]) };
+  await writeSafetensors(join(dir, "trainable.safetensors"), { w }, { format: "pt" });
+  await writeSafetensors(join(dir, "optimizer.safetensors"), { "m.w": w }, { step: "1" });
+  for (const f of ["scheduler.json", "data_state.json", "rng_state.json"]) {
+    await Deno.writeTextFile(join(dir, f), "{}");
+  }
+  await Deno.writeTextFile(join(dir, "trainer_state.json"), JSON.stringify({ global_step: step }));
+  return dir;
+}
+
+Deno.test("run lock: a second trainer refuses naming the PID; a dead holder's lock is taken", async () => {
+  const dir = await tmp();
+  const release = lockRunDir(dir);
+  assert.throws(() => lockRunDir(dir), /in use: process \d+ is training in it/);
+  release();
+  // A lock held by a live process (pid 1) refuses; one of a finished process is taken over.
+  await Deno.writeTextFile(join(dir, LOCK_FILE), "1\n");
+  assert.throws(() => lockRunDir(dir), /in use: process 1 is training in it/);
+  const child = new Deno.Command("true").spawn();
+  await child.status;
+  await Deno.writeTextFile(join(dir, LOCK_FILE), `${child.pid}\n`);
+  const again = lockRunDir(dir);
+  assert.equal((await Deno.readTextFile(join(dir, LOCK_FILE))).trim(), String(Deno.pid));
+  again();
+  assert.ok(![...Deno.readDirSync(dir)].length, "released lock removed");
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("stale temp dirs are removed only when their process is gone", async () => {
+  const dir = await tmp();
+  const child = new Deno.Command("true").spawn();
+  await child.status;
+  const live = [`.checkpoint-4.tmp-1`, `.final.tmp-${Deno.pid}`];
+  const dead = [`.checkpoint-6.tmp-${child.pid}`, `.final.tmp-${child.pid}`];
+  for (const n of [...live, ...dead]) await Deno.mkdir(join(dir, n));
+  assert.deepEqual(removeStaleTemps(dir).sort(), dead.sort());
+  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), live.sort());
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("resume: a damaged newest checkpoint is skipped for the newest good one", async () => {
+  const out = await tmp();
+  const sd = join(out, "siq-vl_v_t_stage1_20260101_000000", "stage1");
+  const good = await fakeCheckpoint(sd, 2);
+  const bad = await fakeCheckpoint(sd, 4);
+  assert.equal(checkpointProblem(bad), null);
+  // Truncate the newest checkpoint's weights (a crash of the disk, a copy cut short).
+  const p = join(bad, "trainable.safetensors");
+  const bytes = await Deno.readFile(p);
+  await Deno.writeFile(p, bytes.subarray(0, bytes.length - 3));
+  assert.match(checkpointProblem(bad)!, /trainable\.safetensors/);
+  const r = resolveResume("latest", out, "v", "t", 1);
+  assert.equal(r.checkpoint, good);
+  assert.match(r.skipped[0], /checkpoint-4 is damaged \(trainable\.safetensors: .*\); skipped/);
+  const byDir = resolveResume(sd, out, "v", "t", 1);
+  assert.equal(byDir.checkpoint, good);
+  await Deno.writeTextFile(join(good, "trainer_state.json"), "{oops");
+  assert.throws(() => resolveResume("latest", out, "v", "t", 1), /no usable checkpoint|usable/);
+  await Deno.remove(out, { recursive: true });
+});
+
+Deno.test("resume latest finds runs made with --run_name", async () => {
+  const out = await tmp();
+  const older = await fakeCheckpoint(join(out, "siq-vl_v_t_stage2_20260101_000000", "stage2"), 3);
+  assert.ok(older);
+  await new Promise((r) => setTimeout(r, 20));
+  const named = await fakeCheckpoint(join(out, "my-run", "stage2"), 7);
+  assert.equal(resolveResume("latest", out, "v", "t", 2, "my-run").checkpoint, named);
+  // Without the name the generated-name run is found, as before.
+  assert.equal(resolveResume("latest", out, "v", "t", 2).checkpoint, older);
+  await Deno.remove(out, { recursive: true });
+});
+
+Deno.test("--save_pytorch_bin works for sharded weights and keeps the safetensors", async () => {
+  const dir = await tmp();
+  const t = (v: number) => ({
+    dtype: "F32" as const,
+    shape: [16],
+    data: new Float32Array(16).fill(v),
+  });
+  await writeStateDict(dir, { a: t(1), b: t(2), c: t(3) }, { maxShardBytes: 70 });
+  assert.ok([...Deno.readDirSync(dir)].some((e) => e.name === "model.safetensors.index.json"));
+  await safetensorsToTorchBin(dir);
+  const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+  assert.ok(names.includes("pytorch_model.bin.index.json"), names.join(", "));
+  assert.ok(names.includes("model.safetensors.index.json"), "safetensors kept");
+  const r = await openTensors(join(dir, "pytorch_model.bin.index.json"));
+  assert.deepEqual([...await r.readF32("c")], new Array(16).fill(3));
+  r.close();
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("LoRA adapter base_model_name_or_path: a hub id, or a path relative to the export", () => {
+  assert.equal(
+    adapterBaseName("Qwen/Qwen2.5-0.5B-Instruct", "/runs/a/stage2"),
+    "Qwen/Qwen2.5-0.5B-Instruct",
+  );
+  assert.equal(adapterBaseName("/models/qwen", "/runs/a/stage2"), "../../../models/qwen");
+  const rel = adapterBaseName("./models/qwen", "out/run/stage2");
+  assert.ok(!rel.startsWith("/"), rel);
+  assert.equal(resolve("out/run/stage2", rel), resolve("./models/qwen"));
+});
+
+// ------------------------------------------------------------------ end to end (tiny model)
+
+const TINY: DemoConfig = {
+  ...DEMO_CONFIG,
+  imageSize: 32,
+  vision: { patchSize: 8, hidden: 32, layers: 1, heads: 2, intermediate: 64 },
+  text: { hidden: 64, layers: 1, heads: 4, kvHeads: 2, intermediate: 128 },
+};
+const quiet = () => {};
+
+function argv(m: { vision: string; text: string }, out: string, extra: string[] = []): string[] {
+  return [
+    "--data_path",
+    "shapes:24",
+    "--vision_model_name_or_path",
+    m.vision,
+    "--text_model_name_or_path",
+    m.text,
+    "--output_dir",
+    out,
+    "--per_device_train_batch_size",
+    "4",
+    "--gradient_accumulation_steps",
+    "1",
+    "--no_bf16",
+    "--logging_steps",
+    "1",
+    "--max_eval_samples",
+    "4",
+    "--gen_samples",
+    "0",
+    "--dataloader_num_workers",
+    "1",
+    "--max_steps",
+    "2",
+    "--save_steps",
+    "1",
+    ...extra,
+  ];
+}
+
+Deno.test({
+  name:
+    "e2e: export loads in PyTorch layout; non-finite weights are not resumed; failed starts leave nothing",
+  ...GPU_TEST,
+  fn: async () => {
+    const root = await tmp();
+    try {
+      const m = await prepareDemoModels(join(root, "models"), TINY);
+      const out = join(root, "out");
+      const logs: string[] = [];
+      const run = (a: string[]) =>
+        trainFromArgv(a, { log: (s) => logs.push(s), progress: { write: quiet, isTTY: false } });
+      const r = await run(argv(m, out, ["--save_pytorch_bin", "--run_name", "hard"]));
+      assert.equal(r.status, "completed");
+      const fin = r.finalDir!;
+      const cfg = JSON.parse(await Deno.readTextFile(join(fin, "config.json")));
+      assert.equal(cfg.auto_map.AutoModelForCausalLM, "modeling_siqvl.SiQ_VLForCausalLM");
+      assert.equal(cfg.torch_dtype, "float32");
+      for (
+        const f of [
+          "modeling_siqvl.py",
+          "pytorch_model.bin",
+          "vision/config.json",
+          "text/model.safetensors",
+        ]
+      ) {
+        assert.ok(Deno.statSync(join(fin, f)).isFile, f);
+      }
+      assert.ok(![...Deno.readDirSync(r.stageDir)].some((e) => e.name === LOCK_FILE), "unlocked");
+
+      // Resume refuses a checkpoint whose trainable weights hold NaN, naming it.
+      const cps = listCheckpoints(r.stageDir);
+      const last = cps[cps.length - 1].path;
+      const tr = await openTensors(join(last, "trainable.safetensors"));
+      const tensors: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
+      for (const k of tr.keys()) {
+        const v = await tr.readF32(k);
+        v[0] = NaN;
+        tensors[k] = { dtype: "F32", shape: tr.info(k).shape, data: v };
+      }
+      tr.close();
+      await writeSafetensors(join(last, "trainable.safetensors"), tensors, {
+        format: "pt",
+        step: "2",
+      });
+      await assert.rejects(
+        run(
+          argv(m, out, [
+            "--save_pytorch_bin",
+            "--run_name",
+            "hard",
+            "--resume_from_checkpoint",
+            last,
+          ]),
+        ),
+        new RegExp(
+          `cannot resume from ${
+            last.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+          }: the trainable weights hold \\d+ non-finite`,
+        ),
+      );
+
+      // A run that fails at start (no such data) leaves no run folder behind.
+      const before = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+      await assert.rejects(
+        run(argv(m, out, ["--data_path", join(root, "missing.json"), "--run_name", "broken"])),
+      );
+      assert.deepEqual([...Deno.readDirSync(out)].map((e) => e.name).sort(), before);
+
+      // A learning rate far outside sane bounds warns.
+      logs.length = 0;
+      await run(argv(m, out, ["--learning_rate", "0.5", "--run_name", "lr"]))
+        .catch((e) => logs.push(`error: ${e.message}`));
+      assert.ok(logs.some((l) => /--learning_rate 0.5 is far outside the usual range/.test(l)));
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
