@@ -28,6 +28,7 @@ import {
 import { formatDuration, Progress } from "../src/train/progress.ts";
 import { MetricsLog, readMetrics } from "../src/train/metrics.ts";
 import { Tensor } from "../src/tensor/mod.ts";
+import { writeSafetensors } from "../src/io/safetensors.ts";
 import { assertClose, gpu, GPU_TEST, rand } from "./util.ts";
 
 Deno.test("cosine schedule with warmup matches the HF formula", () => {
@@ -247,6 +248,17 @@ Deno.test("train flags: original spellings, defaults, contradictions", () => {
   }
 });
 
+/** The files of a complete checkpoint (resume skips damaged ones), with tiny tensors. */
+async function checkpointFiles(dir: string, step: number): Promise<void> {
+  const w = { dtype: "F32" as const, shape: [1], data: new Float32Array([1]) };
+  await writeSafetensors(join(dir, "trainable.safetensors"), { w });
+  await writeSafetensors(join(dir, "optimizer.safetensors"), { w });
+  for (const f of ["scheduler.json", "data_state.json", "rng_state.json"]) {
+    await Deno.writeTextFile(join(dir, f), "{}");
+  }
+  await Deno.writeTextFile(join(dir, "trainer_state.json"), `{"global_step":${step}}`);
+}
+
 Deno.test("checkpoint dirs: names, atomic save, rotation, discovery, resume", async () => {
   assert.equal(shortModelName("google/siglip2-base-patch16-224"), "siglip2-base-patch16-224");
   assert.equal(shortModelName("Qwen/Qwen2.5-0.5B-Instruct"), "qwen2.5-0.5b-instruct");
@@ -256,9 +268,7 @@ Deno.test("checkpoint dirs: names, atomic save, rotation, discovery, resume", as
   const out = Deno.makeTempDirSync();
   const sd = join(out, name, "stage1");
   for (const step of [2, 4, 6]) {
-    await saveCheckpointDir(sd, step, async (tmp) => {
-      await Deno.writeTextFile(join(tmp, "trainer_state.json"), `{"global_step":${step}}`);
-    });
+    await saveCheckpointDir(sd, step, (tmp) => checkpointFiles(tmp, step));
   }
   // A failed save leaves nothing behind; a crashed one (temp dir) is ignored and cleaned.
   await assert.rejects(
@@ -275,9 +285,7 @@ Deno.test("checkpoint dirs: names, atomic save, rotation, discovery, resume", as
   assert.deepEqual(listCheckpoints(sd).map((c) => c.step), [4, 6]);
   rotateCheckpoints(sd, 1);
   assert.deepEqual(listCheckpoints(sd).map((c) => c.step), [6]);
-  await saveCheckpointDir(sd, 4, async (tmp) => {
-    await Deno.writeTextFile(join(tmp, "trainer_state.json"), `{"global_step":4}`);
-  });
+  await saveCheckpointDir(sd, 4, (tmp) => checkpointFiles(tmp, 4));
   const r = resolveResume("latest", out, "a/V_1", "b/T", 1);
   assert.equal(r.checkpoint, join(sd, "checkpoint-6"));
   assert.equal(resolveResume(sd, out, "a/V_1", "b/T", 1).checkpoint, join(sd, "checkpoint-6"));
