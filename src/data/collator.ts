@@ -41,6 +41,11 @@ export interface CollateOptions {
   imageSize: number;
   /** Longest row kept (tokens); longer rows are cut or dropped. */
   maxLength?: number;
+  /**
+   * What happens to a row longer than `maxLength`: "truncate" (default; never inside the image
+   * run) or "drop" (the reason starts with "max_length", counted as over-long).
+   */
+  overLong?: "truncate" | "drop";
   /** If set, each sample must have exactly `images × tokensPerImage` image pads. */
   tokensPerImage?: number;
 }
@@ -105,6 +110,9 @@ export function fitToLength(s: EncodedSample, opts: CollateOptions): FitResult {
   }
   const max = opts.maxLength;
   if (max === undefined || n <= max) return { ok: true, sample: s };
+  if (opts.overLong === "drop") {
+    return { ok: false, reason: `max_length ${max} is exceeded (sequence of ${n} tokens)` };
+  }
   for (let i = max; i < n; i++) {
     const t = s.inputIds[i];
     if (t === ids.visionStart || t === ids.imagePad || t === ids.visionEnd) {

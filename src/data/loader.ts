@@ -40,6 +40,8 @@ export interface LoaderOptions {
   pool?: ImagePool;
   /** Longest token row; longer samples are cut (never inside the image run) or dropped. */
   maxLength?: number;
+  /** Over-long samples: "truncate" (default) or "drop" (counted as too long). */
+  overLong?: "truncate" | "drop";
   /** Samples decoded ahead (default 2 × batchSize). */
   prefetch?: number;
   /** Passes over the dataset (default unbounded). */
@@ -104,6 +106,7 @@ export class DataLoader {
       ids: p.ids,
       imageSize: p.image.size,
       maxLength: opts.maxLength,
+      overLong: opts.overLong,
       tokensPerImage: p.tokensPerImage,
     };
   }

@@ -182,9 +182,12 @@ function loaderSource(loader: DataLoader): BatchSource<Batch> {
 /** Open the stage's datasets and loaders (`--data_path`, splits, workers) for `processor`. */
 export async function openSupervisedData(
   a: TrainArgs,
-  bundle: { processor: SiqvlProcessor },
+  bundle: { processor: SiqvlProcessor; model?: SiqvlModel },
 ): Promise<StageData<Batch>> {
   const { processor } = bundle;
+  // Without --max_length, the model's own limit applies and longer samples are dropped and
+  // counted (a sample the model cannot take never reaches it); --max_length N truncates.
+  const modelLimit = bundle.model?.config.text.maxPositionEmbeddings;
   const ds = await openDatasets({
     dataPath: a.data_path,
     subSets: a.sub_sets,
@@ -201,7 +204,8 @@ export async function openSupervisedData(
   const common = {
     processor,
     batchSize: a.per_device_train_batch_size,
-    maxLength: a.max_length ?? undefined,
+    maxLength: a.max_length ?? modelLimit,
+    overLong: a.max_length ? "truncate" as const : "drop" as const,
     pool,
   };
   const train = new DataLoader({ ...common, dataset: ds.train });
