@@ -40,6 +40,8 @@ export interface BatchSource<B> {
   restore(state: JsonValue): Promise<void>;
   /** Skip counts by reason, for the log. */
   report(): string;
+  /** Skip counts by reason (dataset and loader together), for metrics and the progress line. */
+  skipCounts?(): Record<string, number>;
   close(): Promise<void>;
 }
 

@@ -27,6 +27,13 @@ export interface StepLogOptions {
   maxNonFinite: number;
   /** Non-finite steps in a row carried over from a resumed checkpoint. */
   consecutiveNonFinite?: number;
+  /** Samples skipped so far by reason (unreadable image, too long, …), for records and progress. */
+  skipCounts?: () => Record<string, number>;
+}
+
+/** `reason n, reason n` of non-zero skip counts ("" when none). */
+export function formatSkips(counts: Record<string, number>): string {
+  return Object.entries(counts).filter(([, n]) => n > 0).map(([r, n]) => `${r} ${n}`).join(", ");
 }
 
 /** Step statistics, non-finite accounting and train records. */
@@ -101,6 +108,8 @@ export class StepLog {
       fin.length ? fin.reduce((s, x) => s + f(x), 0) / fin.length : NaN;
     const loss = mean((s) => s.loss);
     const mem = this.o.gpu.memory();
+    const skipped = this.o.skipCounts?.() ?? {};
+    const skippedTotal = Object.values(skipped).reduce((a, b) => a + b, 0);
     const rec = this.o.metrics.log({
       type: "train",
       step: last.step,
@@ -115,12 +124,14 @@ export class StepLog {
       gpu_live_bytes: mem.live,
       gpu_peak_bytes: mem.peak,
       skipped_steps: st.length - fin.length,
+      skipped_samples: skipped,
     });
     this.lastTrainLoss = Number.isFinite(loss) ? loss : this.lastTrainLoss;
     this.o.progress.update(
       last.step,
       `loss ${fmtNum(loss)} lr ${last.lr.toExponential(2)} grad ${fmtNum(last.gradNorm)} ` +
-        `${Math.round(rec.tokens_per_sec as number)} tok/s`,
+        `${Math.round(rec.tokens_per_sec as number)} tok/s` +
+        (skippedTotal ? ` skipped ${skippedTotal}` : ""),
     );
     this.#since = [];
     this.#windowStart = now;

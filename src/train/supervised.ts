@@ -168,6 +168,13 @@ export async function fixedGenSamples(ds: Dataset, n: number): Promise<GenSample
   return out;
 }
 
+/** Counts by reason, added up. */
+function sumCounts(...all: Record<string, number>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const c of all) for (const [k, n] of Object.entries(c)) out[k] = (out[k] ?? 0) + n;
+  return out;
+}
+
 /** The data loader as a {@link BatchSource} (its state is the loader's JSON position). */
 function loaderSource(loader: DataLoader): BatchSource<Batch> {
   return {
@@ -175,6 +182,7 @@ function loaderSource(loader: DataLoader): BatchSource<Batch> {
     state: () => loader.state(),
     restore: (s) => loader.restore(s as LoaderState),
     report: () => loader.report(),
+    skipCounts: () => sumCounts(loader.dataset.skips.counts, loader.skips.counts),
     close: () => loader.close(),
   };
 }

@@ -52,7 +52,7 @@ import { writeJson } from "../io/file.ts";
 import type { SiqvlBundle } from "../models/factory.ts";
 import type { Stage, StageData } from "./stage.ts";
 import { type LossModel, type StepBatch, StepRunner, type StepStats } from "./step.ts";
-import { StepLog } from "./step_log.ts";
+import { formatSkips, StepLog } from "./step_log.ts";
 
 /** Options of {@link runTraining}. */
 export interface RunOptions {
@@ -284,6 +284,8 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       } training samples, ${data.numEval} held out; ${totalSteps} steps of ${perStep} samples ` +
         `(${a.per_device_train_batch_size} × ${a.gradient_accumulation_steps})`,
     );
+    const loadSkips = formatSkips(data.train.skipCounts?.() ?? {});
+    if (loadSkips) log(`[siqvl] skipped while opening the data (first pass): ${loadSkips}`);
 
     // ---- optimisation ----
     const optimizer = new AdamW(trainable, {
@@ -364,6 +366,7 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
       samplesPerPass: data.numTrain,
       maxNonFinite: a.max_nonfinite_steps,
       consecutiveNonFinite: resumed?.consecutive_nonfinite,
+      skipCounts: () => data.train.skipCounts?.() ?? {},
     });
     let lastCheckpoint: string | null = where.checkpoint;
 
@@ -489,6 +492,8 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         formatDuration(seconds)
       }; plot ${plotPath}`,
     );
+    const skipped = formatSkips(data.train.skipCounts?.() ?? {});
+    log(`[siqvl] samples skipped: ${skipped || "none"}`);
     return {
       status,
       runDir,
