@@ -142,7 +142,7 @@ const TINY: DemoConfig = {
 const quiet = () => {};
 
 function argv(m: { vision: string; text: string }, out: string, extra: string[] = []): string[] {
-  return [
+  const base = [
     "--data_path",
     "shapes:24",
     "--vision_model_name_or_path",
@@ -168,8 +168,16 @@ function argv(m: { vision: string; text: string }, out: string, extra: string[] 
     "2",
     "--save_steps",
     "1",
-    ...extra,
   ];
+  // A flag in `extra` that takes a value replaces the default one.
+  for (let i = 0; i < extra.length; i++) {
+    const at = base.indexOf(extra[i]);
+    const valued = i + 1 < extra.length && !extra[i + 1].startsWith("--");
+    if (at >= 0 && valued) base[at + 1] = extra[++i];
+    else if (valued) base.push(extra[i], extra[++i]);
+    else base.push(extra[i]);
+  }
+  return base;
 }
 
 Deno.test({
@@ -246,6 +254,80 @@ Deno.test({
       await run(argv(m, out, ["--learning_rate", "0.5", "--run_name", "lr"]))
         .catch((e) => logs.push(`error: ${e.message}`));
       assert.ok(logs.some((l) => /--learning_rate 0.5 is far outside the usual range/.test(l)));
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test("collator: over-long rows are dropped (overLong drop) or cut outside the image run", async () => {
+  const { fitToLength } = await import("../src/data/collator.ts");
+  const ids = { pad: 0, imagePad: 9, visionStart: 8, visionEnd: 7 } as never;
+  const s = {
+    inputIds: Int32Array.from([1, 8, 9, 7, 2, 3, 4, 5]),
+    labels: Int32Array.from([-100, -100, -100, -100, 2, 3, 4, 5]),
+    pixelValues: [] as Float32Array[],
+  };
+  const drop = fitToLength(s, { ids, imageSize: 2, maxLength: 6, overLong: "drop" });
+  assert.deepEqual(drop, { ok: false, reason: "max_length 6 is exceeded (sequence of 8 tokens)" });
+  const cut = fitToLength(s, { ids, imageSize: 2, maxLength: 6 });
+  assert.ok(cut.ok && cut.sample.inputIds.length === 6);
+});
+
+Deno.test({
+  name: "e2e: skip counts by reason at start-up, in metrics.jsonl, progress and the summary",
+  ...GPU_TEST,
+  fn: async () => {
+    const root = await tmp();
+    try {
+      const m = await prepareDemoModels(join(root, "models"), TINY);
+      const data = join(root, "data");
+      await Deno.mkdir(data);
+      const img = new URL("./fixtures/data/images/rgb.png", import.meta.url);
+      await Deno.copyFile(img, join(data, "a.png"));
+      await Deno.copyFile(img, join(root, "outside.png"));
+      const conv = (q: string) => [{ from: "human", value: `<image>\n${q}` }, {
+        from: "gpt",
+        value: "Stripes.",
+      }];
+      const records: unknown[] = [];
+      for (let i = 0; i < 10; i++) {
+        records.push({ id: `ok${i}`, image: "a.png", conversations: conv("What?") });
+      }
+      records.push({ id: "noimg", conversations: conv("Hi?") });
+      records.push({ id: "out", image: "../outside.png", conversations: conv("What?") });
+      records.push({ id: "long", image: "a.png", conversations: conv("word ".repeat(6000)) });
+      const file = join(data, "train.json");
+      await Deno.writeTextFile(file, JSON.stringify(records));
+      const logs: string[] = [];
+      const progress: string[] = [];
+      const r = await trainFromArgv(
+        argv(m, join(root, "out"), [
+          "--data_path",
+          file,
+          "--max_steps",
+          "4",
+          "--max_eval_samples",
+          "0",
+        ]),
+        { log: (s) => logs.push(s), progress: { write: (s) => progress.push(s), isTTY: false } },
+      );
+      assert.equal(r.status, "completed");
+      assert.ok(
+        logs.some((l) => /skipped while opening the data \(first pass\): no image 1/.test(l)),
+        logs.join("\n"),
+      );
+      const summary = logs.find((l) => l.startsWith("[siqvl] samples skipped:"))!;
+      assert.match(summary, /no image 1/);
+      assert.match(summary, /outside the folder [1-9]/);
+      assert.match(summary, /too long [1-9]/);
+      const recs = (await Deno.readTextFile(join(r.stageDir, "metrics.jsonl"))).trim().split("\n")
+        .map((l) => JSON.parse(l)).filter((x) => x.type === "train");
+      const lastRec = recs[recs.length - 1];
+      // Counts are cumulative over passes (the loader reads ahead).
+      assert.ok(lastRec.skipped_samples["outside the folder"] >= 1, JSON.stringify(lastRec));
+      assert.ok(lastRec.skipped_samples["too long"] >= 1);
+      assert.ok(progress.some((p) => / skipped [1-9]\d*/.test(p)), progress.join(""));
     } finally {
       await Deno.remove(root, { recursive: true });
     }
