@@ -107,13 +107,17 @@ function newRunDir(a: TrainArgs): string {
   return dir;
 }
 
-/** Where a run writes: a new run directory, or the run and checkpoint being resumed. */
-async function locateRun(a: TrainArgs, log: (s: string) => void): Promise<{
+/** Where a run writes. */
+interface RunLocation {
   runDir: string;
   stageDir: string;
+  /** The checkpoint being resumed, else null. */
   checkpoint: string | null;
   resumed: TrainerState | null;
-}> {
+}
+
+/** Where a run writes: a new run directory, or the run and checkpoint being resumed. */
+async function locateRun(a: TrainArgs, log: (s: string) => void): Promise<RunLocation> {
   if (!a.resume_from_checkpoint) {
     const runDir = resolve(newRunDir(a));
     return { runDir, stageDir: stageDirOf(runDir, a.stage), checkpoint: null, resumed: null };
@@ -234,250 +238,361 @@ async function builtinCallbacks(
   return { evalCb, genCb, all };
 }
 
-/** Train one stage. */
-export async function runTraining(opts: RunOptions): Promise<RunResult> {
-  const a = opts.args;
-  const log = opts.log ?? ((s: string) => console.log(s));
-  const t0 = performance.now();
-  const gpu = await Gpu.get();
-  log(`[siqvl] WebGPU: ${gpu.describe()}`);
-  const stage = stageFor(a);
-  if (a.learning_rate > 0.1 || a.learning_rate < 1e-7) {
-    log(
-      `[siqvl] warning: --learning_rate ${a.learning_rate} is far outside the usual range ` +
-        "(1e-7 … 0.1; SiQ-VL uses 1e-3 for stage 1 and 2e-5 for stage 2)",
-    );
-  }
-  const where = await locateRun(a, log);
-  const { runDir, stageDir } = where;
-  const ctx = { gpu, args: a, log, resumed: where.resumed };
-  const { bundle, from } = await stage.openModel(ctx);
-  const { model, processor } = bundle;
-  const cleanup: (() => Promise<void> | void)[] = [];
-  // A run folder this call creates is removed again if the run fails before its first step.
-  const fresh = !pathKind(runDir);
-  let started = false;
-  try {
-    await Deno.mkdir(stageDir, { recursive: true });
-    cleanup.push(lockRunDir(stageDir));
-    for (const n of removeStaleTemps(stageDir)) log(`[siqvl] removed an interrupted save: ${n}`);
-    log(`[siqvl] stage ${a.stage} (${stage.describe()}); run directory ${stageDir}`);
+/** What {@link TrainingRun.open} assembles. */
+interface RunFields {
+  opts: RunOptions;
+  t0: number;
+  where: RunLocation;
+  stage: Stage<StepBatch>;
+  bundle: SiqvlBundle;
+  from: string | null;
+  cleanup: (() => Promise<void> | void)[];
+  data: StageData<StepBatch>;
+  totalSteps: number;
+  parts: TrainingParts & { optimizer: AdamW; schedule: LrSchedule };
+  numTrainable: number;
+  runner: StepRunner<StepBatch>;
+  builtin: { evalCb: EvalLossCallback<StepBatch> | null; genCb: GenEvalCallback | null };
+  callbacks: TrainerCallback[];
+  metrics: MetricsLog;
+  progress: Progress;
+  steps: StepLog;
+  resumedStep: number;
+}
 
-    // ---- what trains, on what ----
-    const trainable = stage.trainable(model);
-    model.text.gradientCheckpointing = a.gradient_checkpointing;
-    const numTrainable = trainable.reduce((s, [, t]) => s + t.size, 0);
-    const numTotal = model.numParameters();
-    log(
-      `[siqvl] parameters: ${numTotal.toLocaleString("en-US")} total, ` +
-        `${numTrainable.toLocaleString("en-US")} trainable (${trainable.length} tensors, ` +
-        `${(100 * numTrainable / numTotal).toFixed(2)}%); frozen weights stored as ` +
-        `${frozenStorageDtype(a)}; image tokens per image ${model.imageTokensPerImage}`,
-    );
-    const data = await stage.openData(ctx, bundle);
-    cleanup.push(() => data.close());
-    const totalSteps = totalStepsFor(a, data);
-    const perStep = a.per_device_train_batch_size * a.gradient_accumulation_steps;
-    log(
-      `[siqvl] data: ${data.description}; ${
-        isFinite(data.numTrain) ? data.numTrain : "unbounded"
-      } training samples, ${data.numEval} held out; ${totalSteps} steps of ${perStep} samples ` +
-        `(${a.per_device_train_batch_size} × ${a.gradient_accumulation_steps})`,
-    );
-    const loadSkips = formatSkips(data.train.skipCounts?.() ?? {});
-    if (loadSkips) log(`[siqvl] skipped while opening the data (first pass): ${loadSkips}`);
+/** One training run: set up by {@link TrainingRun.open}, then `loop()`, `finish()`, `close()`. */
+class TrainingRun {
+  globalStep = 0;
+  lastCheckpoint: string | null;
+  readonly view: TrainerView;
+  readonly metricsPath: string;
+  readonly plotPath: string;
 
-    // ---- optimisation ----
-    const optimizer = new AdamW(trainable, {
-      beta1: 0.9,
-      beta2: 0.999,
-      eps: 1e-8,
-      weightDecay: a.weight_decay,
-      maxGradNorm: a.max_grad_norm,
-    });
-    cleanup.push(() => optimizer.dispose());
-    const schedule = new LrSchedule({
-      type: a.lr_scheduler_type,
-      baseLr: a.learning_rate,
-      totalSteps,
-      warmupSteps: warmupStepsFor(totalSteps, a.warmup_ratio),
-    });
-    let globalStep = 0;
-    const baseLoss = stage.lossModel(model);
-    const lossModel = opts.faultSteps
-      ? withFaults(baseLoss, opts.faultSteps, () => globalStep) // the step being run
-      : baseLoss;
-    const runner = new StepRunner(gpu, lossModel, optimizer, a.logging_steps);
-    cleanup.push(() => runner.dispose());
-    setDropoutSeed(a.seed);
-    const { evalCb, genCb, all } = await builtinCallbacks(a, data, baseLoss);
-    if (genCb) cleanup.push(() => genCb.close());
-    const callbacks = [...all, ...(opts.callbacks ?? [])];
+  readonly opts: RunOptions;
+  readonly t0: number;
+  readonly where: RunLocation;
+  readonly stage: Stage<StepBatch>;
+  readonly bundle: SiqvlBundle;
+  readonly from: string | null;
+  readonly cleanup: (() => Promise<void> | void)[];
+  readonly data: StageData<StepBatch>;
+  readonly totalSteps: number;
+  readonly parts: TrainingParts & { optimizer: AdamW; schedule: LrSchedule };
+  readonly numTrainable: number;
+  readonly runner: StepRunner<StepBatch>;
+  readonly builtin: { evalCb: EvalLossCallback<StepBatch> | null; genCb: GenEvalCallback | null };
+  readonly callbacks: TrainerCallback[];
+  readonly metrics: MetricsLog;
+  readonly progress: Progress;
+  readonly steps: StepLog;
 
-    // ---- resume ----
-    const parts: TrainingParts = {
-      trainable,
-      optimizer,
-      schedule,
-      data: data.train,
-      dropoutForwards: 0,
-    };
-    const metricsPath = join(stageDir, "metrics.jsonl");
-    const plotPath = join(stageDir, "loss.svg");
-    let resumed: TrainerState | null = null;
-    if (where.checkpoint) {
-      resumed = await loadTrainingCheckpoint(where.checkpoint, parts);
-      globalStep = resumed.global_step;
-      for (const cb of callbacks) {
-        const s = resumed.callbacks?.[cb.name];
-        if (s !== undefined) cb.restore?.(s);
-      }
-      // The metrics file continues from the checkpoint: drop what a killed run logged after it.
-      const lines = (resumed.log_history ?? []).map((r) => JSON.stringify(r) + "\n");
-      await Deno.writeTextFile(metricsPath, lines.join(""));
-      log(`[siqvl] resumed at step ${globalStep} of ${totalSteps} (lr ${schedule.lr()})`);
-    } else {
-      await Deno.remove(metricsPath).catch(() => {});
-    }
-    const metrics = new MetricsLog(metricsPath, {
-      history: resumed?.log_history ?? [],
-      tensorboardDir: a.report_to.includes("tensorboard")
-        ? join(runDir, "runs", `stage${a.stage}`)
-        : undefined,
-    });
-    cleanup.push(() => metrics.close());
-    await writeJson(join(stageDir, "training_args.json"), { ...a, total_steps: totalSteps });
-    const progress = new Progress(totalSteps, globalStep, {
-      label: `stage${a.stage}`,
-      intervalSec: 30,
-      everySteps: a.logging_steps,
-      sink: opts.progress,
-    });
-    cleanup.push(() => progress.done());
-    const say = (m: string) => progress.log(m);
-    const view: TrainerView = { args: a, model, processor, metrics, totalSteps, say };
-    const steps = new StepLog({
-      gpu,
-      runner,
-      optimizer,
+  private constructor(f: RunFields) {
+    this.opts = f.opts;
+    this.t0 = f.t0;
+    this.where = f.where;
+    this.stage = f.stage;
+    this.bundle = f.bundle;
+    this.from = f.from;
+    this.cleanup = f.cleanup;
+    this.data = f.data;
+    this.totalSteps = f.totalSteps;
+    this.parts = f.parts;
+    this.numTrainable = f.numTrainable;
+    this.runner = f.runner;
+    this.builtin = f.builtin;
+    this.callbacks = f.callbacks;
+    this.metrics = f.metrics;
+    this.progress = f.progress;
+    this.steps = f.steps;
+    this.globalStep = f.resumedStep;
+    const { opts, where, bundle, metrics, progress, totalSteps } = f;
+    this.lastCheckpoint = where.checkpoint;
+    this.view = {
+      args: opts.args,
+      model: bundle.model,
+      processor: bundle.processor,
       metrics,
-      progress,
-      samplesPerStep: perStep,
-      samplesPerPass: data.numTrain,
-      maxNonFinite: a.max_nonfinite_steps,
-      consecutiveNonFinite: resumed?.consecutive_nonfinite,
-      skipCounts: () => data.train.skipCounts?.() ?? {},
-    });
-    let lastCheckpoint: string | null = where.checkpoint;
-
-    const trainerState = (step: number): TrainerState => ({
-      global_step: step,
-      max_steps: totalSteps,
-      stage: a.stage,
-      optimizer_step: optimizer.step,
-      log_history: metrics.records,
-      callbacks: Object.fromEntries(
-        callbacks.filter((c) => c.state).map((c) => [c.name, c.state!()]),
-      ),
-      best_model_checkpoint: evalCb?.best.checkpoint ?? null,
-      consecutive_nonfinite: steps.consecutiveNonFinite,
-      from_dir: from,
-      args: a,
-    });
-
-    const save = async (step: number): Promise<void> => {
-      const t = performance.now();
-      await steps.drain();
-      if (steps.pending && step % a.logging_steps === 0) steps.record();
-      if (steps.consecutiveNonFinite > 0) {
-        // Inside a streak of non-finite steps: keep the last good checkpoint as the latest.
-        const msg = `checkpoint at step ${step} skipped: the last ${steps.consecutiveNonFinite} ` +
-          "step(s) had non-finite loss or gradients";
-        say(`[siqvl] ${msg}`);
-        metrics.log({ type: "event", step, event: "checkpoint_skipped", message: msg });
-        return;
-      }
-      parts.dropoutForwards = step * a.gradient_accumulation_steps;
-      const path = await saveTrainingCheckpoint(stageDir, parts, trainerState(step));
-      lastCheckpoint = path;
-      for (const cb of callbacks) cb.onSave?.(step, path);
-      const keep = callbacks.map((c) => c.protectedCheckpoint?.()).find((p) => p) ?? undefined;
-      for (const r of rotateCheckpoints(stageDir, a.save_total_limit, keep)) {
-        say(`[siqvl] removed old checkpoint ${r}`);
-      }
-      await writeLossPlot(plotPath, metrics.trainLoss(), metrics.evalLoss());
-      say(`[siqvl] saved ${path} (${((performance.now() - t) / 1000).toFixed(1)} s)`);
+      totalSteps,
+      say: (m) => progress.log(m),
     };
+    this.metricsPath = join(where.stageDir, "metrics.jsonl");
+    this.plotPath = join(where.stageDir, "loss.svg");
+  }
 
-    // ---- the loop ----
-    started = true;
+  get args(): TrainArgs {
+    return this.opts.args;
+  }
+
+  /** Locate the run, open the stage's model and data, build the optimizer, restore a checkpoint. */
+  static async open(opts: RunOptions): Promise<TrainingRun> {
+    const a = opts.args;
+    const log = opts.log ?? ((s: string) => console.log(s));
+    const t0 = performance.now();
+    const gpu = await Gpu.get();
+    log(`[siqvl] WebGPU: ${gpu.describe()}`);
+    const stage = stageFor(a);
+    if (a.learning_rate > 0.1 || a.learning_rate < 1e-7) {
+      log(
+        `[siqvl] warning: --learning_rate ${a.learning_rate} is far outside the usual range ` +
+          "(1e-7 … 0.1; SiQ-VL uses 1e-3 for stage 1 and 2e-5 for stage 2)",
+      );
+    }
+    const where = await locateRun(a, log);
+    const { runDir, stageDir } = where;
+    const ctx = { gpu, args: a, log, resumed: where.resumed };
+    const { bundle, from } = await stage.openModel(ctx);
+    const { model } = bundle;
+    const cleanup: (() => Promise<void> | void)[] = [];
+    // A run folder this call creates is removed again if the run fails before its first step.
+    const fresh = !pathKind(runDir);
+    try {
+      await Deno.mkdir(stageDir, { recursive: true });
+      cleanup.push(lockRunDir(stageDir));
+      for (const n of removeStaleTemps(stageDir)) log(`[siqvl] removed an interrupted save: ${n}`);
+      log(`[siqvl] stage ${a.stage} (${stage.describe()}); run directory ${stageDir}`);
+
+      // ---- what trains, on what ----
+      const trainable = stage.trainable(model);
+      model.text.gradientCheckpointing = a.gradient_checkpointing;
+      const numTrainable = trainable.reduce((s, [, t]) => s + t.size, 0);
+      const numTotal = model.numParameters();
+      log(
+        `[siqvl] parameters: ${numTotal.toLocaleString("en-US")} total, ` +
+          `${numTrainable.toLocaleString("en-US")} trainable (${trainable.length} tensors, ` +
+          `${(100 * numTrainable / numTotal).toFixed(2)}%); frozen weights stored as ` +
+          `${frozenStorageDtype(a)}; image tokens per image ${model.imageTokensPerImage}`,
+      );
+      const data = await stage.openData(ctx, bundle);
+      cleanup.push(() => data.close());
+      const totalSteps = totalStepsFor(a, data);
+      const perStep = a.per_device_train_batch_size * a.gradient_accumulation_steps;
+      log(
+        `[siqvl] data: ${data.description}; ${
+          isFinite(data.numTrain) ? data.numTrain : "unbounded"
+        } training samples, ${data.numEval} held out; ${totalSteps} steps of ${perStep} ` +
+          `samples (${a.per_device_train_batch_size} × ${a.gradient_accumulation_steps})`,
+      );
+      const loadSkips = formatSkips(data.train.skipCounts?.() ?? {});
+      if (loadSkips) log(`[siqvl] skipped while opening the data (first pass): ${loadSkips}`);
+
+      // ---- optimisation ----
+      const optimizer = new AdamW(trainable, {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weightDecay: a.weight_decay,
+        maxGradNorm: a.max_grad_norm,
+      });
+      cleanup.push(() => optimizer.dispose());
+      const schedule = new LrSchedule({
+        type: a.lr_scheduler_type,
+        baseLr: a.learning_rate,
+        totalSteps,
+        warmupSteps: warmupStepsFor(totalSteps, a.warmup_ratio),
+      });
+      const baseLoss = stage.lossModel(model);
+      let run: TrainingRun | null = null;
+      const lossModel = opts.faultSteps
+        ? withFaults(baseLoss, opts.faultSteps, () => run?.globalStep ?? 0) // the step being run
+        : baseLoss;
+      const runner = new StepRunner(gpu, lossModel, optimizer, a.logging_steps);
+      cleanup.push(() => runner.dispose());
+      setDropoutSeed(a.seed);
+      const { evalCb, genCb, all } = await builtinCallbacks(a, data, baseLoss);
+      if (genCb) cleanup.push(() => genCb.close());
+      const callbacks = [...all, ...(opts.callbacks ?? [])];
+
+      // ---- resume ----
+      const parts = { trainable, optimizer, schedule, data: data.train, dropoutForwards: 0 };
+      const metricsPath = join(stageDir, "metrics.jsonl");
+      let resumed: TrainerState | null = null;
+      if (where.checkpoint) {
+        resumed = await loadTrainingCheckpoint(where.checkpoint, parts);
+        for (const cb of callbacks) {
+          const s = resumed.callbacks?.[cb.name];
+          if (s !== undefined) cb.restore?.(s);
+        }
+        // The metrics file continues from the checkpoint: drop what a killed run logged after.
+        const lines = (resumed.log_history ?? []).map((r) => JSON.stringify(r) + "\n");
+        await Deno.writeTextFile(metricsPath, lines.join(""));
+        log(
+          `[siqvl] resumed at step ${resumed.global_step} of ${totalSteps} (lr ${schedule.lr()})`,
+        );
+      } else {
+        await Deno.remove(metricsPath).catch(() => {});
+      }
+      const metrics = new MetricsLog(metricsPath, {
+        history: resumed?.log_history ?? [],
+        tensorboardDir: a.report_to.includes("tensorboard")
+          ? join(runDir, "runs", `stage${a.stage}`)
+          : undefined,
+      });
+      cleanup.push(() => metrics.close());
+      await writeJson(join(stageDir, "training_args.json"), { ...a, total_steps: totalSteps });
+      const progress = new Progress(totalSteps, resumed?.global_step ?? 0, {
+        label: `stage${a.stage}`,
+        intervalSec: 30,
+        everySteps: a.logging_steps,
+        sink: opts.progress,
+      });
+      cleanup.push(() => progress.done());
+      const steps = new StepLog({
+        gpu,
+        runner,
+        optimizer,
+        metrics,
+        progress,
+        samplesPerStep: perStep,
+        samplesPerPass: data.numTrain,
+        maxNonFinite: a.max_nonfinite_steps,
+        consecutiveNonFinite: resumed?.consecutive_nonfinite,
+        skipCounts: () => data.train.skipCounts?.() ?? {},
+      });
+      run = new TrainingRun({
+        opts,
+        t0,
+        where,
+        stage,
+        bundle,
+        from,
+        cleanup,
+        data,
+        totalSteps,
+        parts,
+        numTrainable,
+        runner,
+        builtin: { evalCb, genCb },
+        callbacks,
+        metrics,
+        progress,
+        steps,
+        resumedStep: resumed?.global_step ?? 0,
+      });
+      return run;
+    } catch (e) {
+      for (const f of cleanup.reverse()) await f();
+      if (!opts.keepModel) model.dispose();
+      if (fresh) await Deno.remove(runDir, { recursive: true }).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** trainer_state.json at `step`. */
+  state(step: number): TrainerState {
+    return {
+      global_step: step,
+      max_steps: this.totalSteps,
+      stage: this.args.stage,
+      optimizer_step: this.parts.optimizer.step,
+      log_history: this.metrics.records,
+      callbacks: Object.fromEntries(
+        this.callbacks.filter((c) => c.state).map((c) => [c.name, c.state!()]),
+      ),
+      best_model_checkpoint: this.builtin.evalCb?.best.checkpoint ?? null,
+      consecutive_nonfinite: this.steps.consecutiveNonFinite,
+      from_dir: this.from,
+      args: this.args,
+    };
+  }
+
+  /** checkpoint-{step} (skipped inside a streak of non-finite steps), rotation, the plot. */
+  async save(step: number): Promise<void> {
+    const { args: a, steps, metrics, view } = this;
+    const t = performance.now();
+    await steps.drain();
+    if (steps.pending && step % a.logging_steps === 0) steps.record();
+    if (steps.consecutiveNonFinite > 0) {
+      // Keep the last good checkpoint as the latest.
+      const msg = `checkpoint at step ${step} skipped: the last ${steps.consecutiveNonFinite} ` +
+        "step(s) had non-finite loss or gradients";
+      view.say(`[siqvl] ${msg}`);
+      metrics.log({ type: "event", step, event: "checkpoint_skipped", message: msg });
+      return;
+    }
+    this.parts.dropoutForwards = step * a.gradient_accumulation_steps;
+    const stageDir = this.where.stageDir;
+    const path = await saveTrainingCheckpoint(stageDir, this.parts, this.state(step));
+    this.lastCheckpoint = path;
+    for (const cb of this.callbacks) cb.onSave?.(step, path);
+    const keep = this.callbacks.map((c) => c.protectedCheckpoint?.()).find((p) => p) ?? undefined;
+    for (const r of rotateCheckpoints(stageDir, a.save_total_limit, keep)) {
+      view.say(`[siqvl] removed old checkpoint ${r}`);
+    }
+    await writeLossPlot(this.plotPath, metrics.trainLoss(), metrics.evalLoss());
+    view.say(`[siqvl] saved ${path} (${((performance.now() - t) / 1000).toFixed(1)} s)`);
+  }
+
+  /** Optimizer steps until the end, a stop condition or the test kill switch. */
+  async loop(): Promise<RunStatus> {
+    const { args: a, steps, callbacks, view, data, totalSteps } = this;
     let status: RunStatus = "completed";
     let stepsThisProcess = 0;
-    model.train(true);
-    if (globalStep === 0) {
+    this.bundle.model.train(true);
+    if (this.globalStep === 0) {
       for (const cb of callbacks) if (cb.onStart) await steps.paused(() => cb.onStart!(view));
     }
     steps.resetWindow();
-    while (globalStep < totalSteps && status === "completed") {
+    while (this.globalStep < totalSteps && status === "completed") {
       const window: StepBatch[] = [];
       for (let k = 0; k < a.gradient_accumulation_steps; k++) {
         const b = await data.train.next();
         if (!b) throw new Error(`the training data (${data.description}) ended unexpectedly`);
         window.push(b);
       }
-      const step = ++globalStep;
-      await runner.run(step, window, schedule.lr());
-      schedule.advance();
+      const step = ++this.globalStep;
+      await this.runner.run(step, window, this.parts.schedule.lr());
+      this.parts.schedule.advance();
       stepsThisProcess++;
       if (step % a.logging_steps === 0 || step === totalSteps) {
         await steps.drain();
         steps.record();
-      } else progress.update(step);
-      if (steps.tooManyNonFinite) {
-        status = "stopped-nonfinite";
-        break;
-      }
+      } else this.progress.update(step);
+      if (steps.tooManyNonFinite) break;
       if (step !== totalSteps) {
-        for (const cb of callbacks) {
-          if (cb.onStep) await steps.paused(() => cb.onStep!(view, step));
-        }
-        if (step % a.save_steps === 0) await steps.paused(() => save(step));
+        for (const cb of callbacks) if (cb.onStep) await steps.paused(() => cb.onStep!(view, step));
+        if (step % a.save_steps === 0) await steps.paused(() => this.save(step));
       }
-      if (steps.tooManyNonFinite) status = "stopped-nonfinite";
-      else if (callbacks.some((c) => c.shouldStop?.())) status = "early-stopped";
-      else if (stepsThisProcess === opts.killAfterSteps) status = "killed";
+      if (steps.tooManyNonFinite) break;
+      if (callbacks.some((c) => c.shouldStop?.())) status = "early-stopped";
+      else if (stepsThisProcess === this.opts.killAfterSteps) status = "killed";
     }
+    if (steps.tooManyNonFinite) status = "stopped-nonfinite";
     await steps.drain();
     steps.record();
-    progress.done();
+    this.progress.done();
+    return status;
+  }
 
-    // ---- the end ----
+  /** Final evaluations, the final model directory and the hub upload (unless stopped or killed). */
+  async finish(status: RunStatus): Promise<RunResult> {
+    const { args: a, metrics, where, bundle, callbacks, steps, globalStep } = this;
+    const log = this.opts.log ?? ((s: string) => console.log(s));
     let finalDir: string | null = null;
     if (status === "stopped-nonfinite") {
       log(
         `[siqvl] stopping: ${steps.consecutiveNonFinite} consecutive steps with non-finite loss ` +
-          `or gradients. Last good checkpoint: ${lastCheckpoint ?? "(none saved yet)"}`,
+          `or gradients. Last good checkpoint: ${this.lastCheckpoint ?? "(none saved yet)"}`,
       );
     } else if (status !== "killed") {
-      for (const cb of callbacks) if (cb.onEnd) await cb.onEnd(view, globalStep);
-      const info = exportInfoFor(a, stage, bundle, {
+      for (const cb of callbacks) if (cb.onEnd) await cb.onEnd(this.view, globalStep);
+      const info = exportInfoFor(a, this.stage, bundle, {
         globalStep,
         trainLoss: steps.lastTrainLoss,
-        numTrainable,
+        numTrainable: this.numTrainable,
       }, callbacks);
       const hubId = a.push_to_hub
         ? a.hub_model_id ??
           runBaseName(a.vision_model_name_or_path, a.text_model_name_or_path, a.stage)
         : undefined;
-      const exp = await writeFinalModel(model, processor, stageDir, info, {
+      const exp = await writeFinalModel(bundle.model, bundle.processor, where.stageDir, info, {
         mergeLora: a.merge_lora,
         pytorchBin: a.save_pytorch_bin,
         hubId,
       });
       finalDir = exp.dir;
-      const { callbacks: _c, consecutive_nonfinite: _n, optimizer_step: _o, ...final } =
-        trainerState(globalStep);
-      await writeTrainerState(stageDir, final);
+      const { callbacks: _c, consecutive_nonfinite: _n, optimizer_step: _o, ...final } = this
+        .state(globalStep);
+      await writeTrainerState(where.stageDir, final);
       log(`[siqvl] final model: ${finalDir}${exp.merged ? ` (merged LoRA: ${exp.merged})` : ""}`);
       if (hubId) {
         const { pushToHub } = await import("./hub.ts");
@@ -485,43 +600,51 @@ export async function runTraining(opts: RunOptions): Promise<RunResult> {
         log(`[siqvl] pushed to ${url}`);
       }
     }
-    await writeLossPlot(plotPath, metrics.trainLoss(), metrics.evalLoss());
-    const seconds = (performance.now() - t0) / 1000;
+    await writeLossPlot(this.plotPath, metrics.trainLoss(), metrics.evalLoss());
+    const seconds = (performance.now() - this.t0) / 1000;
     log(
       `[siqvl] stage ${a.stage} ${status} after ${globalStep} steps in ${
         formatDuration(seconds)
-      }; plot ${plotPath}`,
+      }; plot ${this.plotPath}`,
     );
-    const skipped = formatSkips(data.train.skipCounts?.() ?? {});
+    const skipped = formatSkips(this.data.train.skipCounts?.() ?? {});
     log(`[siqvl] samples skipped: ${skipped || "none"}`);
+    const { evalCb, genCb } = this.builtin;
     return {
       status,
-      runDir,
-      stageDir,
+      runDir: where.runDir,
+      stageDir: where.stageDir,
       finalDir,
-      lastCheckpoint,
+      lastCheckpoint: this.lastCheckpoint,
       globalStep,
-      totalSteps,
+      totalSteps: this.totalSteps,
       steps: steps.steps,
       metrics: metrics.records,
       evalLoss: evalCb ? metrics.evalLoss().at(-1)?.[1] : undefined,
       genRows: genCb?.rows,
-      plotPath,
-      metricsPath,
+      plotPath: this.plotPath,
+      metricsPath: this.metricsPath,
       tensorboardPath: metrics.tensorboardPath,
-      fromDir: from ?? undefined,
+      fromDir: this.from ?? undefined,
       seconds,
-      ...(opts.keepModel ? { model, processor } : {}),
+      ...(this.opts.keepModel ? { model: bundle.model, processor: bundle.processor } : {}),
     };
-  } catch (e) {
-    if (fresh && !started) {
-      for (const f of cleanup.splice(0).reverse()) await f();
-      await Deno.remove(runDir, { recursive: true }).catch(() => {});
-    }
-    throw e;
+  }
+
+  /** Release data, optimizer state, logs, the run lock (and the model unless kept). */
+  async close(): Promise<void> {
+    for (const f of this.cleanup.reverse()) await f();
+    if (!this.opts.keepModel) this.bundle.model.dispose();
+  }
+}
+
+/** Train one stage: set up, loop, finish. */
+export async function runTraining(opts: RunOptions): Promise<RunResult> {
+  const run = await TrainingRun.open(opts);
+  try {
+    return await run.finish(await run.loop());
   } finally {
-    for (const f of cleanup.reverse()) await f();
-    if (!opts.keepModel) model.dispose();
+    await run.close();
   }
 }
 
