@@ -13,7 +13,7 @@ if (import.meta.main) {
   try {
     const { values } = parseArgs({
       args: Deno.args,
-      options: { output_dir: { type: "string" }, help: { type: "boolean" } },
+      options: { output_dir: { type: "string" }, help: { type: "boolean", short: "h" } },
       strict: true,
     });
     if (values.help) {

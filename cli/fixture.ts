@@ -33,29 +33,39 @@ if (values.help || positionals.length !== 2) {
   );
   Deno.exit(values.help ? 0 : 2);
 }
-const [dir, outPath] = positionals;
-const gpu = await Gpu.get();
-await announce(gpu);
-const t0 = performance.now();
-const out = await runFixture(gpu, dir, values.sections?.split(",").map((s) => s.trim()));
-console.log(`computed ${out.size} tensors in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+/** Runs the fixture and writes (and compares) the results; errors are one line, no stack. */
+async function main(): Promise<void> {
+  const [dir, outPath] = positionals;
+  const gpu = await Gpu.get();
+  await announce(gpu);
+  const t0 = performance.now();
+  const out = await runFixture(gpu, dir, values.sections?.split(",").map((s) => s.trim()));
+  console.log(`computed ${out.size} tensors in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
-const tensors: Record<string, TensorData> = {};
-for (const [name, t] of [...out].sort(([a], [b]) => (a < b ? -1 : 1))) {
-  const data = t.dtype === "I64" ? BigInt64Array.from(t.data, (v) => BigInt(v)) : t.data;
-  tensors[name] = { dtype: t.dtype, shape: t.shape, data };
-}
-await writeSafetensors(outPath, tensors, { format: "pt" });
-console.log(`wrote ${outPath}`);
-
-const expected = join(dir, "expected.safetensors");
-if (values.compare && (await Deno.stat(expected).catch(() => null))) {
-  const rows = await compareFixture(out, expected, await readFixtureInputs(dir));
-  console.log(`errors against ${expected} (relative L2, max |diff|):`);
-  for (const r of rows) {
-    const extra = r.exact === undefined ? "" : r.exact ? "  (identical)" : "  (DIFFERENT)";
-    console.log(
-      `  ${r.name.padEnd(72)} ${r.relErr.toExponential(2)}  ${r.maxAbs.toExponential(2)}${extra}`,
-    );
+  const tensors: Record<string, TensorData> = {};
+  for (const [name, t] of [...out].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const data = t.dtype === "I64" ? BigInt64Array.from(t.data, (v) => BigInt(v)) : t.data;
+    tensors[name] = { dtype: t.dtype, shape: t.shape, data };
   }
+  await writeSafetensors(outPath, tensors, { format: "pt" });
+  console.log(`wrote ${outPath}`);
+
+  const expected = join(dir, "expected.safetensors");
+  if (values.compare && (await Deno.stat(expected).catch(() => null))) {
+    const rows = await compareFixture(out, expected, await readFixtureInputs(dir));
+    console.log(`errors against ${expected} (relative L2, max |diff|):`);
+    for (const r of rows) {
+      const extra = r.exact === undefined ? "" : r.exact ? "  (identical)" : "  (DIFFERENT)";
+      console.log(
+        `  ${r.name.padEnd(72)} ${r.relErr.toExponential(2)}  ${r.maxAbs.toExponential(2)}${extra}`,
+      );
+    }
+  }
+}
+
+try {
+  await main();
+} catch (e) {
+  console.error(`error: ${(e as Error).message}`);
+  Deno.exit(1);
 }

@@ -428,6 +428,7 @@ export const FLAGS = {
     kind: "int",
     def: 42,
     min: 0,
+    check: (v) => (v as number) > 0xffffffff ? "must be <= 4294967295 (seeds are 32-bit)" : null,
     help: "seed for init, data order, dropout, sampling",
   },
   use_distributed: {
