@@ -97,7 +97,10 @@ export async function main(
     } catch (e) {
       throw new Error(`--score ${v.score}: ${(e as Error).message}`);
     }
-    const r = scoreJsonl(text, v.metric, v.score);
+    const format = v.reasoning_format === undefined
+      ? "none"
+      : parseReasoningFormat(v.reasoning_format);
+    const r = scoreJsonl(text, v.metric, v.score, format);
     for (const [k, x] of Object.entries(r.values)) {
       if (k !== r.headline) out(`${k}: ${x.toFixed(4)}`);
     }

@@ -373,6 +373,26 @@ Deno.test("eval: score mode for multiple choice, yes/no; --help needs no GPU", a
   const r = scoreJsonl(mc, "mc_accuracy", "mc.jsonl");
   assert.equal(r.values.mc_accuracy, 0.75);
   assert.equal(r.n, 4);
+  // Reasoning output: the final answer after </think>, inside <CONCLUSION>, on the last line.
+  const cot = [
+    {
+      prediction: "<think>A looks right, but the tail says B.</think>\nB",
+      choices: ["cat", "dog"],
+      answer: "B",
+    },
+  ].map((o) => JSON.stringify(o)).join("\n");
+  assert.equal(scoreJsonl(cot, "mc_accuracy:scienceqa", "c", "think").values.mc_accuracy, 1);
+  assert.equal(scoreJsonl(cot, "mc_accuracy:scienceqa", "c").values.mc_accuracy, 0); // raw text
+  const llava = JSON.stringify({
+    prediction: "<REASONING>two</REASONING>\n<CONCLUSION>Two.</CONCLUSION>",
+    answers: Array(10).fill("2"),
+  });
+  assert.equal(scoreJsonl(llava, "vqa_accuracy", "x", "llava-cot").values.vqa_accuracy, 1);
+  const plain = JSON.stringify({
+    prediction: "It has three sides.\nAnswer: triangle",
+    answers: ["triangle"],
+  });
+  assert.equal(scoreJsonl(plain, "exact_match", "x", "plain").values.exact_match, 1);
   const pope = ['{"prediction":"Yes","answers":["yes"]}', '{"prediction":"No","answers":["yes"]}']
     .join("\n");
   assert.equal(scoreJsonl(pope, "yes_no").values.yes_no_recall, 0.5);

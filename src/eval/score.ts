@@ -2,7 +2,10 @@
 //   {"prediction": "...", "answers": ["...", ...]}
 // and for multiple choice also "choices": [...] and "answer": "B" (optionally "category").
 // The same metric code as the task runner, so numbers can be checked against other tools.
+// With a reasoning format, the final answer is extracted first (src/data/reasoning.ts), as the
+// runner does with generated text.
 
+import { extractAnswer, type ReasoningFormat } from "../data/reasoning.ts";
 import { type EvalDoc, parseMetric, type SampleScore } from "./metrics.ts";
 
 /** The aggregate of `metric` over the lines of `text` (`file` names it in errors). */
@@ -10,6 +13,7 @@ export function scoreJsonl(
   text: string,
   metricSpec: string,
   file = "input",
+  format: ReasoningFormat = "none",
 ): { metric: string; values: Record<string, number>; n: number; headline: string } {
   const metric = parseMetric(metricSpec);
   const rows: { score: SampleScore; doc: EvalDoc }[] = [];
@@ -45,7 +49,7 @@ export function scoreJsonl(
       category: o.category === undefined ? undefined : String(o.category),
     };
     try {
-      rows.push({ doc, score: metric.score(o.prediction, doc) });
+      rows.push({ doc, score: metric.score(extractAnswer(o.prediction, format), doc) });
     } catch (e) {
       throw new Error(`${where}: ${(e as Error).message}`);
     }
