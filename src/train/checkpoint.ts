@@ -465,8 +465,13 @@ export async function loadTrainingCheckpoint(
     o.close();
   }
   parts.schedule.restore(await readJson(join(dir, "scheduler.json")));
-  const ds = await readJson<JsonValue>(join(dir, "data_state.json"));
-  if (ds) await parts.data.restore(ds);
+  const dsPath = join(dir, "data_state.json");
+  const ds = await readJson<JsonValue>(dsPath, "state");
+  try {
+    if (ds) await parts.data.restore(ds);
+  } catch (e) {
+    throw new Error(`${dsPath}: ${(e as Error).message}`);
+  }
   const rng = await readJson<{ dropout_forwards?: number }>(join(dir, "rng_state.json"));
   for (let i = 0; i < (rng.dropout_forwards ?? 0); i++) nextDropoutStep();
   return state;
