@@ -473,7 +473,26 @@ export const FLAGS = {
     kind: "int",
     def: null,
     min: 8,
-    help: "truncate sequences to N tokens (default: no truncation)",
+    help: "truncate sequences to N tokens (default: the model's max_position_embeddings; " +
+      "longer samples are then dropped and counted)",
+  },
+  max_file_mb: {
+    kind: "float",
+    def: null,
+    min: 0.001,
+    help: "raise the size cap of files read whole (images 64 MiB, configs 16 MiB, LLaVA JSON " +
+      "1 GiB by default)",
+  },
+  max_image_pixels: {
+    kind: "int",
+    def: null,
+    min: 1,
+    help: "largest image decoded, width × height (default 89478485; checked from the header)",
+  },
+  allow_outside_images: {
+    kind: "bool",
+    def: false,
+    help: "LLaVA data: allow image paths outside the JSON's folder (absolute, .., links out)",
   },
   max_nonfinite_steps: {
     kind: "int",

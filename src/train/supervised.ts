@@ -14,6 +14,8 @@ import { openDatasets } from "../data/datasets/open.ts";
 import { datasetLength } from "../data/datasets/split.ts";
 import type { Dataset } from "../data/datasets/types.ts";
 import { ImagePool } from "../data/image_pool.ts";
+import { setMaxImagePixels } from "../data/image.ts";
+import { setReadLimitMiB } from "../io/file.ts";
 import { DataLoader, type LoaderState } from "../data/loader.ts";
 import { openSiqvl } from "../models/factory.ts";
 import { isLoraParam } from "../nn/lora.ts";
@@ -196,6 +198,8 @@ export async function openSupervisedData(
   // Without --max_length, the model's own limit applies and longer samples are dropped and
   // counted (a sample the model cannot take never reaches it); --max_length N truncates.
   const modelLimit = bundle.model?.config.text.maxPositionEmbeddings;
+  setReadLimitMiB(a.max_file_mb ?? undefined);
+  setMaxImagePixels(a.max_image_pixels ?? undefined);
   const ds = await openDatasets({
     dataPath: a.data_path,
     subSets: a.sub_sets,
@@ -204,6 +208,7 @@ export async function openSupervisedData(
     maxSamples: a.max_samples,
     maxEvalSamples: a.max_eval_samples,
     imageSize: processor.image.size,
+    allowOutside: a.allow_outside_images,
   });
   const workers = a.dataloader_num_workers > 0 && !a.data_path.startsWith("shapes")
     ? Math.min(a.dataloader_num_workers, 4)

@@ -25,6 +25,8 @@ export interface DataSpec {
   maxSamples: number | null;
   maxEvalSamples: number;
   imageSize: number;
+  /** LLaVA: allow image paths outside the JSON's folder. */
+  allowOutside?: boolean;
 }
 
 /** Train and eval datasets for `--data_path`. */
@@ -61,7 +63,7 @@ export async function openDatasets(
   const split = { maxSamples: spec.maxSamples ?? undefined, maxEvalSamples: E };
   if (/\.jsonl?$/i.test(p)) {
     const { train, eval: ev } = await splitTrainEval(
-      () => LlavaDataset.load({ file: p, seed: spec.seed }),
+      () => LlavaDataset.load({ file: p, seed: spec.seed, allowOutside: spec.allowOutside }),
       split,
     );
     return { train, eval: ev ?? null, description: `LLaVA-style ${p}` };
