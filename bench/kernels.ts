@@ -13,12 +13,13 @@
 // GFLOP per CPU-second × cores estimates the idle-machine rate.
 //
 //   deno run -A --unstable-webgpu bench/kernels.ts [--only matmul,attention,...] [--no-numpy]
-//     [--quick] [--markdown]
+//     [--quick] [--variants] [--markdown]
+// --variants: matmul rows for every GEMM variant (MATMUL_VARIANTS), not only the shipped choice.
 
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/device.ts";
-import { f32ToBf16Bits, linear, noGrad, Tensor } from "../src/tensor/mod.ts";
+import { f32ToBf16Bits, linear, noGrad, setMatmulTiles, Tensor } from "../src/tensor/mod.ts";
 
 /** One line of the table. */
 export interface BenchRow {
@@ -41,7 +42,7 @@ export interface BenchRow {
 /** A benchmark family: a name and a function producing rows. */
 export interface BenchSection {
   name: string;
-  run: (o: { quick: boolean; numpy: boolean }) => Promise<BenchRow[]>;
+  run: (o: { quick: boolean; numpy: boolean; variants: boolean }) => Promise<BenchRow[]>;
 }
 
 function cpuMs(): number {
@@ -143,32 +144,53 @@ export async function benchLinear(
   });
 }
 
+/** GEMM variants --variants adds to the table (the default row is the shipped choice). */
+export const MATMUL_VARIANTS: { name: string; apply: (gpu: Gpu) => () => void }[] = [
+  { name: "default", apply: () => () => {} },
+  {
+    name: "GPU tiles wg 64 × rows 4",
+    apply: (gpu) => {
+      setMatmulTiles(gpu, { wg: 64, rows: 4 });
+      return () => setMatmulTiles(gpu, null);
+    },
+  },
+];
+
 const matmulSection: BenchSection = {
   name: "matmul",
-  run: async ({ quick, numpy }) => {
+  run: async ({ quick, numpy, variants }) => {
     const shapes = quick ? MATMUL_SHAPES.slice(0, 2) : MATMUL_SHAPES;
     const ref = numpy ? await numpyMatmul(shapes) : null;
     const rows: BenchRow[] = [];
+    const gpu = await Gpu.get();
     for (const [M, K, N] of shapes) {
       const flops = 2 * M * K * N;
       const iters = Math.max(1, Math.min(5, Math.round(20e9 / flops)));
-      for (const dtype of ["f32", "bf16"] as const) {
-        const r = await benchLinear(M, K, N, dtype, iters);
-        const np = ref?.find((x) => x.M === M && x.K === K && x.N === N);
-        rows.push({
-          family: "matmul",
-          kernel: "linear x·wᵀ",
-          shape: `${M}×${K}×${N}`,
-          dtype: `w ${dtype}`,
-          ms: r.ms,
-          rate: flops / r.ms / 1e6,
-          unit: "GFLOP/s",
-          cpuMs: r.cpuMs,
-          work: flops / 1e9,
-          ref: np?.gflops,
-          refCpuMs: np?.cpu_ms,
-        });
-        printRow(rows[rows.length - 1]);
+      for (const variant of variants ? MATMUL_VARIANTS : MATMUL_VARIANTS.slice(0, 1)) {
+        for (const dtype of ["f32", "bf16"] as const) {
+          const undo = variant.apply(gpu);
+          let r: { ms: number; cpuMs: number };
+          try {
+            r = await benchLinear(M, K, N, dtype, iters);
+          } finally {
+            undo();
+          }
+          const np = ref?.find((x) => x.M === M && x.K === K && x.N === N);
+          rows.push({
+            family: "matmul",
+            kernel: variant.name === "default" ? "linear x·wᵀ" : `linear x·wᵀ, ${variant.name}`,
+            shape: `${M}×${K}×${N}`,
+            dtype: `w ${dtype}`,
+            ms: r.ms,
+            rate: flops / r.ms / 1e6,
+            unit: "GFLOP/s",
+            cpuMs: r.cpuMs,
+            work: flops / 1e9,
+            ref: np?.gflops,
+            refCpuMs: np?.cpu_ms,
+          });
+          printRow(rows[rows.length - 1]);
+        }
       }
     }
     return rows;
@@ -305,6 +327,7 @@ if (import.meta.main) {
       only: { type: "string" },
       "no-numpy": { type: "boolean", default: false },
       quick: { type: "boolean", default: false },
+      variants: { type: "boolean", default: false },
       markdown: { type: "boolean", default: false },
     },
   });
@@ -319,7 +342,7 @@ if (import.meta.main) {
     if (only && !only.includes(s.name.toLowerCase())) continue;
     console.log(`== ${s.name}`);
     try {
-      rows.push(...await s.run({ quick: a.quick, numpy: !a["no-numpy"] }));
+      rows.push(...await s.run({ quick: a.quick, numpy: !a["no-numpy"], variants: a.variants }));
     } catch (e) {
       console.error(`${s.name} failed: ${(e as Error).stack ?? e}`);
     }

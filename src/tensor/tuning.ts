@@ -10,11 +10,26 @@ export interface Tuning {
    * every position of the sequence (src/models/siqvl.ts).
    */
   compactLossRows: boolean;
+  /**
+   * Use the kernel variants meant for a discrete GPU even on a CPU adapter (correctness checks
+   * of those paths on lavapipe): the matmul tile shape {wg 64, rows 4}. Set from the environment
+   * variable SIQVL_KERNELS=gpu (bench/device_check.sh).
+   */
+  forceGpuVariants: boolean;
+}
+
+function envForcesGpu(): boolean {
+  try {
+    return Deno.env.get("SIQVL_KERNELS") === "gpu";
+  } catch {
+    return false; // no --allow-env
+  }
 }
 
 /** Process-wide switches. */
 export const tuning: Tuning = {
   compactLossRows: true,
+  forceGpuVariants: envForcesGpu(),
 };
 
 /** The defaults, for `Object.assign(tuning, TUNING_DEFAULTS)`. */

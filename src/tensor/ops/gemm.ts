@@ -8,6 +8,7 @@ import { kernel } from "../../gpu/kernel.ts";
 import type { Tensor } from "../tensor.ts";
 import { maxBindingBytes, spanBinding } from "../windows.ts";
 import { MAX_TEXELS, pack, releaseTexture, type RowView } from "./matmul_pack.ts";
+import { tuning } from "../tuning.ts";
 
 /** Output columns per GEMM invocation (fixed by matmul.wgsl). */
 const COLS = 16;
@@ -15,7 +16,7 @@ const COLS = 16;
 const K_CHUNK = 4 * MAX_TEXELS;
 const MAX_GRID = 65535;
 
-const GEMM = kernel("matmul", {
+const LAYOUT = {
   uniforms: [
     "M",
     "N",
@@ -30,7 +31,8 @@ const GEMM = kernel("matmul", {
     "flags",
   ],
   bindings: ["ta", "tb", "tbh", "bias", "o"],
-});
+} as const;
+const GEMM = kernel("matmul", LAYOUT);
 
 // ---- tile shape ----
 
@@ -44,11 +46,12 @@ const tileOverrides = new WeakMap<Gpu, MatmulTiles>();
 
 /**
  * The tile shape used on `gpu`: {wg 8, rows 16} on a CPU (fallback) adapter such as lavapipe —
- * one 256-bit SIMD vector, big register blocks — and {wg 64, rows 4} on a GPU.
+ * one 256-bit SIMD vector, big register blocks — and {wg 64, rows 4} on a GPU (or when
+ * tuning.forceGpuVariants / SIQVL_KERNELS=gpu asks for the GPU variants).
  */
 export function matmulTiles(gpu: Gpu): MatmulTiles {
   return tileOverrides.get(gpu) ??
-    (gpu.isFallbackAdapter ? { wg: 8, rows: 16 } : { wg: 64, rows: 4 });
+    (gpu.isFallbackAdapter && !tuning.forceGpuVariants ? { wg: 8, rows: 16 } : { wg: 64, rows: 4 });
 }
 
 /** Override the tile shape (tests, tuning); null restores the default. */
