@@ -1,4 +1,3 @@
-// deno-lint-ignore-file no-slow-types -- TrainArgs is derived from the flag table's inferred literal type.
 // Command-line flags of `cli/train.ts`: the original SiQ-VL `scripts/train.py` flags with their
 // meanings (FACTS §1.12), plus --stage, --resume_from_checkpoint, --gradient_checkpointing and a
 // few optimisation knobs. Parsing is strict: an unknown flag, a malformed number or a
