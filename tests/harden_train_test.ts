@@ -210,6 +210,74 @@ Deno.test({
       }
       assert.ok(![...Deno.readDirSync(r.stageDir)].some((e) => e.name === LOCK_FILE), "unlocked");
 
+      // Stage 2 with LoRA: the export says it needs the adapter; merged/ is merged in f32.
+      const r2 = await run(argv(m, out, [
+        "--stage",
+        "2",
+        "--use_lora",
+        "--lora_r",
+        "4",
+        "--lora_alpha",
+        "8",
+        "--learning_rate",
+        "5e-3",
+        "--merge_lora",
+        "--save_pytorch_bin",
+        "--run_name",
+        "lora",
+        "--stage_1_checkpoint_path",
+        r.finalDir!,
+      ]));
+      assert.equal(r2.status, "completed");
+      const d2 = r2.finalDir!;
+      const c2 = JSON.parse(await Deno.readTextFile(join(d2, "config.json")));
+      assert.equal(c2.siqvl_lora.merged, false);
+      assert.match(c2.siqvl_lora.note, /BASE language model weights/);
+      assert.match(await Deno.readTextFile(join(d2, "README.md")), /needs this adapter/);
+      const ac = JSON.parse(await Deno.readTextFile(join(d2, "adapter_config.json")));
+      assert.ok(!ac.base_model_name_or_path.startsWith("/"), ac.base_model_name_or_path);
+      assert.equal(resolve(d2, ac.base_model_name_or_path), resolve(m.text));
+      const merged = join(d2, "merged");
+      const cm = JSON.parse(await Deno.readTextFile(join(merged, "config.json")));
+      assert.equal(cm.siqvl_lora, undefined, "merged/ needs no adapter");
+      assert.equal(cm.torch_dtype, "float32");
+      for (
+        const f of [
+          "model.safetensors",
+          "pytorch_model.bin",
+          "modeling_siqvl.py",
+          "text/config.json",
+        ]
+      ) {
+        assert.ok(Deno.statSync(join(merged, f)).isFile, `merged/${f}`);
+      }
+      // merged W = W + (alpha / r)·B·A, against an f64 reference.
+      const base = await openTensors(join(d2, "model.safetensors"));
+      const ad = await openTensors(join(d2, "adapter_model.safetensors"));
+      const mg = await openTensors(join(merged, "model.safetensors"));
+      const aKey = ad.keys().find((k) => /layers\.0\.self_attn\.q_proj\.lora_A/.test(k))!;
+      const bKey = aKey.replace("lora_A", "lora_B");
+      const wKey = "text_model.model.layers.0.self_attn.q_proj.weight";
+      const [W, A, B, M] = await Promise.all([
+        base.readF32(wKey),
+        ad.readF32(aKey),
+        ad.readF32(bKey),
+        mg.readF32(wKey),
+      ]);
+      const [rr, inF] = ad.info(aKey).shape;
+      const outF = ad.info(bKey).shape[0];
+      let worst = 0;
+      for (let o = 0; o < outF; o++) {
+        for (let i = 0; i < inF; i++) {
+          let d = 0;
+          for (let k = 0; k < rr; k++) d += B[o * rr + k] * A[k * inF + i];
+          const want = W[o * inF + i] + (8 / 4) * d;
+          worst = Math.max(worst, Math.abs(M[o * inF + i] - want));
+        }
+      }
+      assert.ok(worst < 1e-6, `merged weights off by ${worst}`);
+      for (const t of [base, ad, mg]) t.close();
+
       // Resume refuses a checkpoint whose trainable weights hold NaN, naming it.
       const cps = listCheckpoints(r.stageDir);
       const last = cps[cps.length - 1].path;
