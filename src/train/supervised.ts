@@ -170,6 +170,35 @@ export async function fixedGenSamples(ds: Dataset, n: number): Promise<GenSample
   return out;
 }
 
+/**
+ * The longest token row a micro-batch of `--per_device_train_batch_size` rows may have: the
+ * model's max_position_embeddings, and what one storage binding holds (the attention queries and
+ * the loss's hidden states are bound whole: B × T × max(hidden, heads × head_dim) × 4 bytes).
+ * An explicit --max_length above it is refused here, with the numbers, before any data is read.
+ */
+export function rowLimit(
+  a: Pick<TrainArgs, "per_device_train_batch_size" | "max_length">,
+  model: Pick<SiqvlModel, "config"> & { gpu: { limits: { maxStorageBufferBindingSize: number } } },
+): number {
+  const t = model.config.text;
+  const perToken = 4 * Math.max(t.hiddenSize, t.numAttentionHeads * t.headDim);
+  const bind = model.gpu.limits.maxStorageBufferBindingSize;
+  const B = a.per_device_train_batch_size;
+  const byBinding = Math.floor(bind / perToken / B);
+  const limit = Math.min(t.maxPositionEmbeddings, byBinding);
+  if (a.max_length && a.max_length > limit) {
+    const why = a.max_length > t.maxPositionEmbeddings
+      ? `the model takes at most ${t.maxPositionEmbeddings} positions`
+      : `${B} rows × ${a.max_length} tokens × ${perToken} bytes = ${B * a.max_length * perToken} ` +
+        `bytes exceed one storage binding (${bind} bytes)`;
+    throw new Error(
+      `--max_length ${a.max_length} with --per_device_train_batch_size ${B}: ${why}; use ` +
+        `--max_length <= ${limit} (or a smaller batch with gradient accumulation)`,
+    );
+  }
+  return limit;
+}
+
 /** Counts by reason, added up. */
 function sumCounts(...all: Record<string, number>[]): Record<string, number> {
   const out: Record<string, number> = {};
@@ -197,7 +226,7 @@ export async function openSupervisedData(
   const { processor } = bundle;
   // Without --max_length, the model's own limit applies and longer samples are dropped and
   // counted (a sample the model cannot take never reaches it); --max_length N truncates.
-  const modelLimit = bundle.model?.config.text.maxPositionEmbeddings;
+  const modelLimit = bundle.model ? rowLimit(a, bundle.model) : undefined;
   setReadLimitMiB(a.max_file_mb ?? undefined);
   setMaxImagePixels(a.max_image_pixels ?? undefined);
   const ds = await openDatasets({
