@@ -401,3 +401,25 @@ Deno.test({
     }
   },
 });
+
+Deno.test("rowLimit: batches are planned within one storage binding; too-long --max_length is refused", async () => {
+  const { rowLimit } = await import("../src/train/supervised.ts");
+  const model = {
+    gpu: { limits: { maxStorageBufferBindingSize: 128 * 1024 * 1024 } },
+    config: {
+      text: { hiddenSize: 896, numAttentionHeads: 14, headDim: 64, maxPositionEmbeddings: 32768 },
+    },
+  } as never;
+  // 128 MiB / (896 × 4 B) = 37449 tokens per binding; 8 rows → 4681 tokens each.
+  assert.equal(rowLimit({ per_device_train_batch_size: 8, max_length: null }, model), 4681);
+  assert.equal(rowLimit({ per_device_train_batch_size: 1, max_length: null }, model), 32768);
+  assert.equal(rowLimit({ per_device_train_batch_size: 8, max_length: 2048 }, model), 4681);
+  assert.throws(
+    () => rowLimit({ per_device_train_batch_size: 8, max_length: 8192 }, model),
+    /--max_length 8192 with --per_device_train_batch_size 8: 8 rows × 8192 tokens × 3584 bytes = 234881024 bytes exceed one storage binding \(134217728 bytes\); use --max_length <= 4681/,
+  );
+  assert.throws(
+    () => rowLimit({ per_device_train_batch_size: 1, max_length: 40000 }, model),
+    /the model takes at most 32768 positions/,
+  );
+});
