@@ -230,6 +230,25 @@ Deno.test({
       }
       assert.ok(alone[2].length === one.samples[2].tokens);
 
+      // Rows about the same image share its vision-tower pass, with the same answers.
+      await writeVqaParquet(
+        join(dir, "shared", "data", "validation.parquet"),
+        samples.map((s, i) => ({
+          q: s.q,
+          answers: Array(10).fill(s.answer),
+          png: samples[i < 4 ? 0 : 1].png,
+        })),
+      );
+      const shared = parseTask(
+        localTask(dir, { dataset: { path: join(dir, "shared"), split: "validation" } }).doc,
+        file,
+      );
+      const sep = await runTask(bundle, shared, { pool, batchSize: 1 });
+      const joint = await runTask(bundle, shared, { pool, batchSize: 6 });
+      assert.equal(sep.result.images_encoded, N);
+      assert.equal(joint.result.images_encoded, 2);
+      assert.deepEqual(joint.samples.map((s) => s.raw), sep.samples.map((s) => s.raw));
+
       // Unknown column, missing split: errors name the task file and the field.
       const badCol = parseTask({ ...doc, answers: "labels[].answer" }, file);
       await assert.rejects(

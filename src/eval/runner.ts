@@ -1,10 +1,12 @@
 // Running one task on a model: rows are read and turned into prompts, their images decoded on
 // the image worker pool (the next batch while the GPU works on the current one), and each
 // batch of prompts goes through one `generate()` call — left-padded into one KV cache, every
-// row stopping on its own end-of-turn/EOS, the vision tower run once over the batch's images
-// in the prefill. Predictions are decoded without special tokens, trimmed (as lmms-eval strips
+// row stopping on its own end-of-turn/EOS, the vision tower run once over the batch's distinct
+// images in the prefill (rows about the same image share its features). Predictions are decoded without special tokens, trimmed (as lmms-eval strips
 // generated text), reduced to their final answer by the task's reasoning format, and scored.
 
+import { createHash } from "node:crypto";
+import type { ImageSource } from "../data/image.ts";
 import { extractAnswer, type ReasoningFormat } from "../data/reasoning.ts";
 import type { ImagePool } from "../data/image_pool.ts";
 import type { SiqvlProcessor } from "../data/processor.ts";
@@ -75,6 +77,8 @@ export interface TaskResult {
   questions_per_second: number;
   generated_tokens: number;
   tokens_per_second: number;
+  /** Images run through the vision tower (rows sharing an image in a batch count once). */
+  images_encoded: number;
   batch_size: number;
   limit: number | null;
   generation: LoadedTask["spec"]["generation"];
@@ -83,7 +87,18 @@ export interface TaskResult {
 
 interface Prepared {
   items: TaskItem[];
+  /** The batch's distinct images, [3, S, S] each. */
   pixels: Promise<Float32Array[]>;
+  /** Row → its image in `pixels`, when some rows share one. */
+  imageIndex?: number[];
+}
+
+/** A content key of an image (rows of one image share its key). */
+function imageKey(img: ImageSource): string {
+  const h = createHash("sha1");
+  if (img instanceof Uint8Array) h.update(img);
+  else h.update(`${img.width}x${img.height}:`).update(img.data);
+  return h.digest("hex");
 }
 
 /** Run `task` on a model; returns the aggregate result and every scored sample. */
@@ -120,15 +135,28 @@ export async function runTask(
         items.push(rowToItem(task, r.value, index++, joined));
       }
       if (!items.length) return undefined;
+      // Rows showing the same image (POPE, GQA ask several questions per image) share one
+      // decode and one vision-tower pass.
+      const unique = new Map<string, number>();
+      const first: TaskItem[] = [];
+      const imageOf = items.map((it) => {
+        const key = imageKey(it.image);
+        let k = unique.get(key);
+        if (k === undefined) {
+          unique.set(key, k = first.length);
+          first.push(it);
+        }
+        return k;
+      });
       const pixels = Promise.all(
-        items.map((it) =>
+        first.map((it) =>
           opts.pool.process(it.image, processor.image).catch((e) => {
             throw new Error(`${task.file}: sample ${it.doc.id}: ${(e as Error).message}`);
           })
         ),
       );
       pixels.catch(() => {}); // awaited below; keep an early failure from being unhandled
-      return { items, pixels };
+      return { items, pixels, imageIndex: first.length < items.length ? imageOf : undefined };
     };
 
     const gen = spec.generation;
@@ -139,6 +167,7 @@ export async function runTask(
     const samples: SampleRecord[] = [];
     const docs: EvalDoc[] = [];
     let generated = 0;
+    let imagesEncoded = 0;
     const wasTraining = model.training;
     model.eval();
     try {
@@ -156,7 +185,12 @@ export async function runTask(
           const inputIds = cur.items.map((it) =>
             Array.from(processor.encodePrompt(it.prompt).inputIds)
           );
-          const res = await generate(model, { inputIds, pixelValues: px }, {
+          imagesEncoded += pixels.length;
+          const res = await generate(model, {
+            inputIds,
+            pixelValues: px,
+            imageIndex: cur.imageIndex,
+          }, {
             maxNewTokens: opts.maxNewTokens ?? gen.max_new_tokens,
             doSample: gen.temperature > 0,
             temperature: gen.temperature > 0 ? gen.temperature : undefined,
@@ -220,6 +254,7 @@ export async function runTask(
         questions_per_second: samples.length / seconds,
         generated_tokens: generated,
         tokens_per_second: generated / seconds,
+        images_encoded: imagesEncoded,
         batch_size: bs,
         limit: opts.limit ?? null,
         generation: gen,

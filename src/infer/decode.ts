@@ -38,6 +38,11 @@ export interface GenerateOptions extends SamplingOptions {
 export interface GenerateInput {
   inputIds: number[][];
   pixelValues?: Tensor;
+  /**
+   * The image each <|image_pad|> run shows (an index into pixelValues), so that rows asking
+   * about the same image share one vision-tower pass; default: one image per run, in order.
+   */
+  imageIndex?: number[];
 }
 
 /** Output of `generate`. */
@@ -125,7 +130,7 @@ export async function prefill(
   const keyMask = Tensor.from(gpu, mask, [b, capacity], "i32");
   const logitsT = noGrad(() =>
     tidy(() => {
-      const embeds = model.embedInputs(ids, b, t, input.pixelValues);
+      const embeds = model.embedInputs(ids, b, t, input.pixelValues, undefined, input.imageIndex);
       const positions = Tensor.from(gpu, pos, [b, t], "i32");
       const hidden = model.text.forward(embeds, { positions, keyMask, cache });
       return lastPositionLogits(model, hidden);
