@@ -8,7 +8,8 @@
 //
 //   deno run -A --unstable-webgpu bench/serve_load.ts --checkpoint DIR [--levels 1,4,16,64]
 //     [--requests N (per level; default max(16, clients))] [--max_tokens 8] [--ignore_eos]
-//     [--adapters a=DIR,...] [--modes one-at-a-time,continuous]
+//     [--adapters a=DIR,...] [--models demo,a (the ids requests cycle through; default the base
+//     and every adapter)] [--modes one-at-a-time,continuous]
 //
 // --ignore_eos (vLLM's extension, as its serving benchmark uses for fixed output lengths) makes
 // every answer exactly max_tokens long; the shapes answer is then its first word.
@@ -31,6 +32,7 @@ const { values: v } = parseArgs({
     max_tokens: { type: "string", default: "8" },
     ignore_eos: { type: "boolean", default: false },
     adapters: { type: "string" },
+    models: { type: "string" },
     modes: { type: "string", default: "one-at-a-time,continuous" },
   },
   strict: true,
@@ -132,7 +134,7 @@ const adapterSpecs = (v.adapters ?? "").split(",").filter(Boolean).map((s) => {
 });
 const adapters = await AdapterSet.load(gpu, bundle.model, adapterSpecs);
 const modelName = "demo";
-const models = adapterSpecs.length ? [modelName, ...adapters.names] : [modelName];
+const models = v.models ? v.models.split(",") : [modelName, ...adapters.names];
 const most = Math.max(...levels.map((c) => Number(v.requests ?? Math.max(16, c))));
 const reqs = await workload(most, bundle.model.config.vision.imageSize, models);
 const reference: (string | undefined)[] = [];

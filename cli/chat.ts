@@ -130,10 +130,11 @@ export async function chatMain(argv: string[], io?: ChatIO): Promise<string> {
   let base = v.url ?? "";
   let shutdown = async () => {};
   if (v.checkpoint) {
-    const { Gpu } = await import("../src/gpu/device.ts");
+    const { announce } = await import("../src/gpu/announce.ts");
     const { openSiqvl } = await import("../src/models/factory.ts");
     const { startServer } = await import("../src/serve/server.ts");
-    const bundle = await openSiqvl(await Gpu.get(), { checkpoint: v.checkpoint });
+    const gpu = await announce(undefined, (line) => write(line + "\n"));
+    const bundle = await openSiqvl(gpu, { checkpoint: v.checkpoint });
     const server = startServer(bundle, { modelName: "local", maxBatch: 1, maxQueue: 1 });
     base = `${server.url}/v1`;
     shutdown = async () => {

@@ -4,10 +4,11 @@
 
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
-import { Gpu } from "../src/gpu/device.ts";
+import { announce } from "../src/gpu/announce.ts";
 import { openSiqvl } from "../src/models/factory.ts";
 import { AdapterSet } from "../src/serve/adapters.ts";
 import { type RunningServer, startServer } from "../src/serve/server.ts";
+import { webHandler } from "../src/web/static.ts";
 
 const HELP = `Usage: deno task serve --checkpoint DIR [flags]
 
@@ -114,10 +115,12 @@ export async function serveMain(
       `--adapters: an adapter may not be named like the base model "${opts.modelName}"`,
     );
   }
-  const gpu = await Gpu.get();
+  const gpu = await announce(undefined, log);
   const bundle = await openSiqvl(gpu, { checkpoint: v.checkpoint }, { log });
   const set = await AdapterSet.load(gpu, bundle.model, adapters);
-  const server = startServer(bundle, { ...opts, adapters: set, log });
+  // The web page at / (src/web/), loading the served checkpoint from /models/<name>/.
+  const web = webHandler({ models: { [opts.modelName]: bundle.tokenizerFrom } });
+  const server = startServer(bundle, { ...opts, adapters: set, log, web });
   log(
     `[serve] ${opts.modelName}${set.names.length ? ` + adapters ${set.names.join(", ")}` : ""} ` +
       `on ${server.url}/v1 (max_batch ${opts.maxBatch}, max_queue ${opts.maxQueue})`,
