@@ -423,3 +423,36 @@ Deno.test("rowLimit: batches are planned within one storage binding; too-long --
     /the model takes at most 32768 positions/,
   );
 });
+
+Deno.test({
+  name: "a non-finite eval loss is an error naming the step, not 'n/a' in the card",
+  ...GPU_TEST,
+  fn: async () => {
+    const { EvalLossCallback } = await import("../src/train/callbacks.ts");
+    const { gpu } = await import("./util.ts");
+    const { Tensor } = await import("../src/tensor/mod.ts");
+    const g = await gpu();
+    let given = 0;
+    const source = () => ({
+      next: () => Promise.resolve(given++ === 0 ? { batch: 2, numLossTokens: 3 } : undefined),
+      state: () => null,
+      restore: () => Promise.resolve(),
+      report: () => "",
+      close: () => Promise.resolve(),
+    });
+    const loss = {
+      statNames: [],
+      lossOf: () => ({ loss: Tensor.from(g, [NaN], [], "f32") }),
+    };
+    const cb = new EvalLossCallback(source as never, loss as never);
+    const view = {
+      model: { gpu: g, eval() {}, train() {} },
+      metrics: { log() {} },
+      say() {},
+    } as never;
+    await assert.rejects(
+      cb.evaluate(view, 3),
+      /eval loss at step 3 is NaN over 2 samples \(3 answer tokens\): the weights or the held-out data produce NaN\/Inf/,
+    );
+  },
+});
