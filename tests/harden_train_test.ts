@@ -456,3 +456,24 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "a checkpoint with non-finite trainable weights is never saved",
+  ...GPU_TEST,
+  fn: async () => {
+    const { saveTrainingCheckpoint } = await import("../src/train/checkpoint.ts");
+    const { gpu } = await import("./util.ts");
+    const { Tensor } = await import("../src/tensor/mod.ts");
+    const g = await gpu();
+    const dir = await tmp();
+    const w = Tensor.from(g, [1, Infinity, 3], [3], "f32");
+    const parts = { trainable: [["projector.proj.weight", w]] } as never;
+    await assert.rejects(
+      saveTrainingCheckpoint(dir, parts, { global_step: 7 } as never),
+      /refusing to save checkpoint-7 in .*: the trainable weights hold 1 non-finite/,
+    );
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "nothing written");
+    w.dispose();
+    await Deno.remove(dir, { recursive: true });
+  },
+});
