@@ -9,7 +9,8 @@ import { DuckDBInstance } from "@duckdb/node-api";
 import { Image } from "../src/deps.ts";
 import { generateShapesSample } from "../src/data/datasets/shapes.ts";
 import { ImagePool } from "../src/data/image_pool.ts";
-import { DEMO_CONFIG, prepareDemoModels } from "../src/demo/demo.ts";
+import { DEMO_CONFIG, heldOutSamples, prepareDemoModels } from "../src/demo/demo.ts";
+import { generationEval } from "../src/train/gen_eval.ts";
 import { generate } from "../src/infer/generate.ts";
 import { openSiqvl, type SiqvlBundle } from "../src/models/factory.ts";
 import { noGrad, Tensor } from "../src/tensor/tensor.ts";
@@ -266,6 +267,34 @@ Deno.test({
         () => runTask(bundle, badSplit, { pool }),
         /field "dataset\.split": no files for split "test" in folder .*validation-00000-of-00001/,
       );
+    } finally {
+      pool.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "eval: the shapes task scores as the demo's generation eval (answers and accuracy)",
+  ...GPU_TEST,
+  fn: async () => {
+    const { bundle } = await setup();
+    const pool = new ImagePool({ workers: 0 });
+    try {
+      const held = heldOutSamples(DEMO_CONFIG, 24);
+      const demo = await generationEval(bundle.model, bundle.processor, pool, held, {
+        maxNewTokens: 4,
+        temperature: 0,
+        numBeams: 1,
+        batchSize: 64,
+      });
+      const { result, samples } = await runTask(bundle, await loadTask("shapes"), {
+        pool,
+        batchSize: 8,
+        limit: 24,
+      });
+      assert.deepEqual(samples.map((s) => s.prediction), demo.rows.map((r) => r.answer));
+      assert.deepEqual(samples.map((s) => s.score), demo.rows.map((r) => (r.exact ? 1 : 0)));
+      assert.equal(result.metrics.exact_match, demo.exactMatch);
     } finally {
       pool.close();
     }
