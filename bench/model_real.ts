@@ -4,6 +4,13 @@
 // tokens, with loss) and greedy generation (prefill seconds, decode tokens/s over 32 tokens).
 //
 //   deno run -A --unstable-webgpu bench/model_real.ts [--tokens 300] [--new 32] [--json out.json]
+//       [--variant base,new] [--profile] [--no-forward]
+//
+// --variant: generation once per variant in this process: "base" stages every weight per call
+// (as before issue 14), "new" pins the frozen 2-D weights (pinMatmulWeight: staged into textures
+// once, reused by prefill and every decode step). --profile: each generation runs under the
+// profiler (src/gpu/profile.ts) and its tables are printed. CPU seconds are reported next to the
+// wall times (the machine is shared).
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
@@ -13,6 +20,14 @@ import type { TensorData } from "../src/io/tensor_input.ts";
 import { noGrad, Tensor, tidy } from "../src/tensor/mod.ts";
 import { buildSiqvl } from "../src/models/checkpoint.ts";
 import { generate } from "../src/infer/generate.ts";
+import { pinMatmulWeight, unpinMatmulWeight } from "../src/tensor/mod.ts";
+import {
+  formatProfile,
+  peakRssBytes,
+  processCpuSeconds,
+  startProfile,
+  stopProfile,
+} from "../src/gpu/profile.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -21,6 +36,9 @@ const { values } = parseArgs({
     new: { type: "string", default: "32" },
     json: { type: "string" },
     dir: { type: "string" },
+    variant: { type: "string", default: "new" },
+    profile: { type: "boolean", default: false },
+    "no-forward": { type: "boolean", default: false },
   },
 });
 const TOKENS = Number(values.tokens), NEW = Number(values.new);
@@ -160,7 +178,7 @@ if (!(await Deno.stat(join(DIR, "text/model.safetensors")).catch(() => null))) {
 
 const gpu = await Gpu.get();
 console.log(`device: ${gpu.describe()}`);
-let t0 = performance.now();
+const t0 = performance.now();
 const model = await buildSiqvl(gpu, {
   vision: join(DIR, "vision"),
   text: join(DIR, "text"),
@@ -206,30 +224,72 @@ const forward = async () => {
   loss.dispose();
   return { s: sec(performance.now() - t), loss: v };
 };
-gpu.memory();
-const warm = await forward();
-const fwd = await forward();
-console.log(
-  `forward (image + ${TOKENS} tokens, loss ${fwd.loss.toFixed(3)}): ${fwd.s.toFixed(2)} s (first ${
-    warm.s.toFixed(1)
-  } s)`,
-);
+let warm = { s: NaN, loss: NaN }, fwd = { s: NaN, loss: NaN };
+if (!values["no-forward"]) {
+  warm = await forward();
+  fwd = await forward();
+  console.log(
+    `forward (image + ${TOKENS} tokens, loss ${fwd.loss.toFixed(3)}): ${
+      fwd.s.toFixed(2)
+    } s (first ${warm.s.toFixed(1)} s)`,
+  );
+}
 
 const prompt = ids.slice(0, TOKENS);
-t0 = performance.now();
-const res = await generate(model, { inputIds: [prompt], pixelValues: pixels }, {
-  maxNewTokens: NEW,
+const weights = model.namedParameters().map(([, p]) => p.value).filter((w) => w.ndim === 2);
+interface GenRow {
+  variant: string;
+  prefillSeconds: number;
+  decodeTokensPerSecond: number;
+  decodeSteps: number;
+  cpuSeconds: number;
+  poolPeakBytes: number;
+  peakRssBytes: number;
+}
+const gens: GenRow[] = [];
+// A warm-up generation of 2 tokens compiles the prefill and decode pipelines.
+await generate(model, { inputIds: [prompt], pixelValues: pixels }, {
+  maxNewTokens: 2,
   stopTokenIds: [],
 });
-const tokS = res.stats.decodeSteps / res.stats.decodeSeconds;
-console.log(
-  `generate: prefill ${res.stats.prefillSeconds.toFixed(2)} s, ${res.tokens[0].length} tokens, ` +
-    `decode ${tokS.toFixed(2)} tokens/s (${res.stats.decodeSteps} steps in ` +
-    `${res.stats.decodeSeconds.toFixed(1)} s)`,
-);
+for (const variant of values.variant!.split(",")) {
+  if (variant !== "base" && variant !== "new") throw new Error(`--variant ${variant}?`);
+  if (variant === "new") weights.forEach(pinMatmulWeight);
+  gpu.pool.resetPeak();
+  if (values.profile) {
+    await startProfile(gpu);
+  }
+  const c0 = processCpuSeconds();
+  const res = await generate(model, { inputIds: [prompt], pixelValues: pixels }, {
+    maxNewTokens: NEW,
+    stopTokenIds: [],
+  });
+  const cpu = processCpuSeconds() - c0;
+  if (values.profile) console.log(formatProfile(await stopProfile(gpu)));
+  const tokS = res.stats.decodeSteps / res.stats.decodeSeconds;
+  gens.push({
+    variant,
+    prefillSeconds: res.stats.prefillSeconds,
+    decodeTokensPerSecond: tokS,
+    decodeSteps: res.stats.decodeSteps,
+    cpuSeconds: cpu,
+    poolPeakBytes: gpu.memory().peak,
+    peakRssBytes: peakRssBytes(),
+  });
+  console.log(
+    `generate (${variant}): prefill ${res.stats.prefillSeconds.toFixed(2)} s, ` +
+      `${res.tokens[0].length} tokens, decode ${
+        tokS.toFixed(2)
+      } tokens/s (${res.stats.decodeSteps} ` +
+      `steps in ${res.stats.decodeSeconds.toFixed(1)} s); ${cpu.toFixed(1)} CPU-s; pool peak ` +
+      `${mib(gpu.memory().peak)}, process peak RSS ${mib(peakRssBytes())}`,
+  );
+  if (variant === "new") weights.forEach(unpinMatmulWeight);
+}
 const mem = gpu.memory();
 const rss = Deno.memoryUsage().rss;
 console.log(`pool peak ${mib(mem.peak)}, live ${mib(mem.live)}; process RSS ${mib(rss)}`);
+const last = gens[gens.length - 1];
 
 const report = {
   device: gpu.describe(),
@@ -239,9 +299,10 @@ const report = {
   forward_tokens: TOKENS,
   forward_seconds: fwd.s,
   forward_first_seconds: warm.s,
-  prefill_seconds: res.stats.prefillSeconds,
-  decode_tokens: res.stats.decodeSteps,
-  decode_tokens_per_second: tokS,
+  prefill_seconds: last.prefillSeconds,
+  decode_tokens: last.decodeSteps,
+  decode_tokens_per_second: last.decodeTokensPerSecond,
+  generations: gens,
   pool_peak_bytes: mem.peak,
   process_rss_bytes: rss,
 };
