@@ -147,7 +147,7 @@ export class Engine {
     while (this.#loop) await this.#loop;
   }
 
-  /** Refuse new jobs, cancel the rest, free the caches. */
+  /** Refuse new jobs, cancel every job (waiting or running), free the caches. */
   async close(): Promise<void> {
     this.#closed = true;
     for (const j of this.#waiting.splice(0)) this.#finishJob(j, "cancelled");
@@ -177,7 +177,7 @@ export class Engine {
 
   /** Remove the sequences of aborted jobs. */
   #reap(): void {
-    const aborted = (j: EngineJob) => j.signal?.aborted === true;
+    const aborted = (j: EngineJob) => this.#aborted(j);
     for (let i = this.#waiting.length - 1; i >= 0; i--) {
       const j = this.#waiting[i];
       if (aborted(j)) {
@@ -195,6 +195,11 @@ export class Engine {
         }
       }
     }
+  }
+
+  /** Cancelled by its client, or the engine is closing. */
+  #aborted(j: EngineJob): boolean {
+    return this.#closed || j.signal?.aborted === true;
   }
 
   #finishJob(j: EngineJob, reason: FinishReason, err?: Error): void {
@@ -234,7 +239,7 @@ export class Engine {
     try {
       const vocab = this.model.config.text.vocabSize;
       p.jobs.forEach((job, i) => {
-        if (job.signal?.aborted) this.#finishJob(job, "cancelled");
+        if (this.#aborted(job)) this.#finishJob(job, "cancelled");
         else this.#join(job, p.pf, i, logits.subarray(i * vocab, (i + 1) * vocab));
       });
     } finally {
@@ -345,7 +350,7 @@ export class Engine {
       }
       const finished: number[] = [];
       g.seqs.forEach((s, i) => {
-        if (s.job.signal?.aborted) return; // reaped next iteration
+        if (this.#aborted(s.job)) return; // reaped next iteration
         if (!this.#advance(s, logits.slice(i * vocab, (i + 1) * vocab))) finished.push(i);
       });
       for (let k = finished.length - 1; k >= 0; k--) this.#removeRow(g, finished[k]);
