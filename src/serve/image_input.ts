@@ -6,6 +6,7 @@
 import { headerSize, ImageDecodeError } from "../data/image.ts";
 import { type ImageProcessorConfig, preprocessBytes } from "../data/image_processor.ts";
 import { ApiError, badField } from "./protocol.ts";
+import { readLimited } from "./read_limited.ts";
 
 /** Limits on request images. */
 export interface ImageLimits {
@@ -44,22 +45,18 @@ export async function fetchImageBytes(
   limits: ImageLimits,
   param: string,
 ): Promise<Uint8Array> {
+  const big = () =>
+    new ApiError(413, `${param}: image exceeds ${limits.maxBytes} bytes`, undefined, null, param);
   if (url.startsWith("data:")) {
     const comma = url.indexOf(",");
     if (comma < 0) throw badField(param, "malformed data: URL (no comma)");
     const meta = url.slice(5, comma);
     if (!/;base64$/i.test(meta)) throw badField(param, "only base64 data: URLs are accepted");
     const payload = url.slice(comma + 1);
-    if (payload.length * 0.75 > limits.maxBytes + 3) {
-      throw new ApiError(
-        413,
-        `${param}: image exceeds ${limits.maxBytes} bytes`,
-        undefined,
-        null,
-        param,
-      );
-    }
-    return decodeBase64(payload, param);
+    if (payload.length * 0.75 > limits.maxBytes + 3) throw big();
+    const bytes = decodeBase64(payload, param);
+    if (bytes.length > limits.maxBytes) throw big();
+    return bytes;
   }
   if (!/^https?:\/\//i.test(url)) {
     throw badField(param, "expected a data: URL or an http(s) URL");
@@ -75,40 +72,7 @@ export async function fetchImageBytes(
       await res.body?.cancel();
       throw badField(param, `fetching the image gave HTTP ${res.status}`);
     }
-    const declared = Number(res.headers.get("content-length") ?? NaN);
-    if (declared > limits.maxBytes) {
-      await res.body?.cancel();
-      throw new ApiError(
-        413,
-        `${param}: image exceeds ${limits.maxBytes} bytes`,
-        undefined,
-        null,
-        param,
-      );
-    }
-    const chunks: Uint8Array[] = [];
-    let total = 0;
-    for await (const c of res.body ?? []) {
-      total += c.length;
-      if (total > limits.maxBytes) {
-        ctl.abort();
-        throw new ApiError(
-          413,
-          `${param}: image exceeds ${limits.maxBytes} bytes`,
-          undefined,
-          null,
-          param,
-        );
-      }
-      chunks.push(c);
-    }
-    const out = new Uint8Array(total);
-    let at = 0;
-    for (const c of chunks) {
-      out.set(c, at);
-      at += c.length;
-    }
-    return out;
+    return await readLimited(res.body, limits.maxBytes, res.headers.get("content-length"), big);
   } catch (e) {
     if (e instanceof ApiError) throw e;
     if (ctl.signal.aborted) {
@@ -128,15 +92,6 @@ export async function loadRequestImage(
   param: string,
 ): Promise<Float32Array> {
   const bytes = await fetchImageBytes(url, limits, param);
-  if (bytes.length > limits.maxBytes) {
-    throw new ApiError(
-      413,
-      `${param}: image exceeds ${limits.maxBytes} bytes`,
-      undefined,
-      null,
-      param,
-    );
-  }
   const size = headerSize(bytes);
   if (size && size.width * size.height > limits.maxPixels) {
     throw badField(

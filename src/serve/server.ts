@@ -17,6 +17,7 @@ import { DEFAULT_IMAGE_LIMITS, type ImageLimits, loadRequestImage } from "./imag
 import { ServeMetrics } from "./metrics.ts";
 import { buildPrompt } from "./prompt.ts";
 import { ApiError, badField, type ChatRequest, parseChatRequest } from "./protocol.ts";
+import { readLimited } from "./read_limited.ts";
 import { TextStream } from "./text_stream.ts";
 
 /** Server settings. */
@@ -41,6 +42,8 @@ export interface ServeOptions {
   maxBodyBytes?: number;
   images?: Partial<ImageLimits>;
   adapters?: AdapterSet;
+  /** Extra GET routes tried before the 404 (the web page, src/web/static.ts); /models/ after auth. */
+  web?: (req: Request) => Promise<Response | null>;
 }
 
 /** A running server. */
@@ -67,33 +70,6 @@ function errorResponse(e: unknown): Response {
   }
   const msg = e instanceof Error ? e.message : String(e);
   return json(500, new ApiError(500, msg, "server_error").body());
-}
-
-/** Read a body of at most `limit` bytes (413 past it, checked on Content-Length first). */
-async function readBody(req: Request, limit: number): Promise<string> {
-  const declared = Number(req.headers.get("content-length") ?? NaN);
-  const tooLarge = () =>
-    new ApiError(
-      413,
-      `the request body exceeds ${limit} bytes`,
-      "invalid_request_error",
-      "payload_too_large",
-    );
-  if (declared > limit) throw tooLarge();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for await (const c of req.body ?? []) {
-    total += c.length;
-    if (total > limit) throw tooLarge();
-    chunks.push(c);
-  }
-  const all = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.length;
-  }
-  return new TextDecoder().decode(all);
 }
 
 /** One choice's outcome. */
@@ -156,6 +132,8 @@ export class ChatService {
 
   async #route(req: Request, path: string): Promise<Response> {
     if (path === "/health" && req.method === "GET") return json(200, { status: "ok" });
+    const page = path.startsWith("/models/") ? null : await this.opts.web?.(req);
+    if (page) return page;
     if (this.opts.apiKey !== undefined) {
       const auth = req.headers.get("authorization") ?? "";
       if (auth !== `Bearer ${this.opts.apiKey}`) {
@@ -192,12 +170,23 @@ export class ChatService {
       }
       return await this.#chat(req);
     }
+    const file = path.startsWith("/models/") ? await this.opts.web?.(req) : null;
+    if (file) return file;
     throw new ApiError(404, `no route ${req.method} ${path}`, "invalid_request_error", "not_found");
   }
 
   async #chat(req: Request): Promise<Response> {
     const t0 = performance.now();
-    const raw = await readBody(req, this.opts.maxBodyBytes ?? 32 * 1024 * 1024);
+    const limit = this.opts.maxBodyBytes ?? 32 * 1024 * 1024;
+    const raw = new TextDecoder().decode(
+      await readLimited(req.body, limit, req.headers.get("content-length"), () =>
+        new ApiError(
+          413,
+          `the request body exceeds ${limit} bytes`,
+          "invalid_request_error",
+          "payload_too_large",
+        )),
+    );
     let body: unknown;
     try {
       body = JSON.parse(raw);
