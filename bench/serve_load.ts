@@ -126,6 +126,21 @@ interface Row {
   meanBatch: number;
 }
 
+const ms = (x: number) => (x / 1000).toFixed(3);
+
+function header(): string {
+  return "| mode | clients | requests | req/s | output tok/s | TTFT p50 s | TTFT p99 s | " +
+    "latency p50 s | latency p99 s | mean decode batch | failed | mixed | correct |\n" +
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+}
+
+function tableRow(r: Row): string {
+  return `| ${r.mode} | ${r.clients} | ${r.requests} | ${(r.requests / r.seconds).toFixed(2)} | ` +
+    `${(r.tokens / r.seconds).toFixed(1)} | ${ms(r.ttft50)} | ${ms(r.ttft99)} | ` +
+    `${ms(r.lat50)} | ${ms(r.lat99)} | ${r.meanBatch.toFixed(1)} | ${r.failed} | ${r.mixed} | ` +
+    `${r.correct}/${r.requests} |`;
+}
+
 const gpu = await Gpu.get();
 const bundle: SiqvlBundle = await openSiqvl(gpu, { checkpoint: v.checkpoint });
 const adapterSpecs = (v.adapters ?? "").split(",").filter(Boolean).map((s) => {
@@ -140,18 +155,21 @@ const reqs = await workload(most, bundle.model.config.vision.imageSize, models);
 const reference: (string | undefined)[] = [];
 const rows: Row[] = [];
 
-for (const mode of v.modes!.split(",")) {
-  const server = startServer(bundle, {
-    modelName,
-    maxBatch: mode === "continuous" ? 64 : 1,
-    maxQueue: 1024,
-    maxTokensLimit: maxTokens,
-    maxContext: 256,
-    adapters,
-  });
-  // Warm-up (shader compilation) outside the measurement.
-  await send(server.url, reqs[0]);
-  for (const clients of levels) {
+// Level by level, each mode on a fresh server (the model is shared), so every level compares the
+// two modes back to back; rows are printed as they complete.
+console.error(header());
+for (const clients of levels) {
+  for (const mode of v.modes!.split(",")) {
+    const server = startServer(bundle, {
+      modelName,
+      maxBatch: mode === "continuous" ? 64 : 1,
+      maxQueue: 1024,
+      maxTokensLimit: maxTokens,
+      maxContext: 256,
+      adapters,
+    });
+    // Warm-up (shader compilation) outside the measurement.
+    await send(server.url, reqs[0]);
     const n = Number(v.requests ?? Math.max(16, clients));
     const outcomes: Outcome[] = new Array(n);
     let next = 0;
@@ -191,33 +209,18 @@ for (const mode of v.modes!.split(",")) {
       meanBatch: steps ? (server.metrics.batchSize.sum - b0) / steps : 0,
     });
     const r = rows[rows.length - 1];
-    console.error(
-      `[serve_load] ${mode} ×${clients}: ${n} requests in ${seconds.toFixed(2)} s, ` +
-        `${(r.tokens / seconds).toFixed(1)} tok/s, failed ${failed}, mixed ${mixed}`,
-    );
+    console.error(tableRow(r));
+    await server.shutdown();
   }
-  await server.shutdown();
 }
 
-const ms = (x: number) => (x / 1000).toFixed(3);
 console.log(
   `\nserve_load: ${v.checkpoint}, greedy, max_tokens ${maxTokens}` +
     `${v.ignore_eos ? " (ignore_eos)" : ""}, models ${models.join(", ")}, ` +
     `streaming clients on 127.0.0.1\n`,
 );
-console.log(
-  "| mode | clients | requests | req/s | output tok/s | TTFT p50 s | TTFT p99 s | latency p50 s " +
-    "| latency p99 s | mean decode batch | failed | mixed | correct |",
-);
-console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-for (const r of rows) {
-  console.log(
-    `| ${r.mode} | ${r.clients} | ${r.requests} | ${(r.requests / r.seconds).toFixed(2)} | ` +
-      `${(r.tokens / r.seconds).toFixed(1)} | ${ms(r.ttft50)} | ${ms(r.ttft99)} | ` +
-      `${ms(r.lat50)} | ${ms(r.lat99)} | ${r.meanBatch.toFixed(1)} | ${r.failed} | ${r.mixed} | ` +
-      `${r.correct}/${r.requests} |`,
-  );
-}
+console.log(header());
+for (const r of rows) console.log(tableRow(r));
 const tps = (mode: string, c: number) => {
   const r = rows.find((x) => x.mode === mode && x.clients === c);
   return r ? r.tokens / r.seconds : NaN;
