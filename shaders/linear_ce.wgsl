@@ -93,7 +93,8 @@ fn ldw(i: u32) -> vec4f {
 }
 
 fn nan() -> f32 {
-  return bitcast<f32>(0x7fc00000u);
+  var bits = 0x7fc00000u; // a var, not a constant: Tint refuses a NaN const-expression
+  return bitcast<f32>(bits);
 }
 
 // ---- count: stats = (number of targets != −100, 1 / that or 0) over all N tokens ----
@@ -282,7 +283,7 @@ fn finish(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
     for (var q = lid; q < u.vp4; q += RED) {
       let col = vec4u(4u * q) + vec4u(0u, 1u, 2u, 3u);
       var g = exp(tile[base + q] - vec4f(lse)) * sc;
-      g -= select(vec4f(0.0), vec4f(sc), col == vec4u(u32(t)) & vec4<bool>(inrange));
+      g -= select(vec4f(0.0), vec4f(sc), (col == vec4u(u32(t))) & vec4<bool>(inrange));
       tile[base + q] = select(vec4f(0.0), g, col < vec4u(u.vocab));
     }
   }

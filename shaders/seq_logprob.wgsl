@@ -44,7 +44,8 @@ fn row_of(wid: vec3u, nwg: vec3u) -> u32 {
 }
 
 fn nan() -> f32 {
-  return bitcast<f32>(0x7fc00000u);
+  var bits = 0x7fc00000u; // a var, not a constant: Tint refuses a NaN const-expression
+  return bitcast<f32>(bits);
 }
 
 // ---- row_stats: one workgroup per tile row: lse and z_t − lse ----

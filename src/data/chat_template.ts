@@ -9,9 +9,9 @@
  * @module
  */
 
-import { Template } from "../deps.ts";
-import { join } from "node:path";
-import { readOptionalText } from "../io/file.ts";
+import { Template } from "../deps_text.ts";
+import type { ModelFolder } from "../io/source.ts";
+import { asFolder } from "../io/source_local.ts";
 
 /** One chat message. `content` is plain text (image placeholders already spelled out). */
 export interface ChatMessage {
@@ -80,20 +80,20 @@ export function pickTemplate(value: unknown, where: string): string | undefined 
   throw new Error(`${where}: chat_template must be a string or a list of {name, template}`);
 }
 
-function readOptional(path: string): Promise<string | undefined> {
-  return readOptionalText(path, "tokenizer");
-}
-
 /** Finds a checkpoint directory's chat template source, or undefined when it has none. */
-export async function loadChatTemplateSource(dir: string): Promise<string | undefined> {
-  const jinja = await readOptional(join(dir, "chat_template.jinja"));
+export async function loadChatTemplateSource(
+  dir: string | ModelFolder,
+): Promise<string | undefined> {
+  const folder = asFolder(dir);
+  const readOptional = (name: string) => folder.text(name, "tokenizer");
+  const jinja = await readOptional("chat_template.jinja");
   if (jinja !== undefined && jinja.trim() !== "") return jinja;
-  const json = await readOptional(join(dir, "chat_template.json"));
+  const json = await readOptional("chat_template.json");
   if (json !== undefined) {
     const t = pickTemplate(JSON.parse(json).chat_template, "chat_template.json");
     if (t) return t;
   }
-  const cfg = await readOptional(join(dir, "tokenizer_config.json"));
+  const cfg = await readOptional("tokenizer_config.json");
   if (cfg !== undefined) {
     return pickTemplate(JSON.parse(cfg).chat_template, "tokenizer_config.json");
   }

@@ -10,7 +10,9 @@
  * @module
  */
 
-import { decode as decodeAny, GIF, Image } from "../deps.ts";
+// The decoder is imported on first decode, so RgbImage helpers (resize, preprocessing) load in a
+// browser bundle without it; a page decodes with createImageBitmap (src/web/image.ts).
+const decoder = () => import("../deps.ts");
 
 /** 8-bit RGB pixels, row-major and interleaved: `data[(y * width + x) * 3 + c]`. */
 export interface RgbImage {
@@ -185,6 +187,7 @@ export async function decodeImage(bytes: Uint8Array): Promise<RgbImage> {
   if (header) checkImageSize(header.width, header.height, `${format.toUpperCase()} image`);
   let rgba: Uint8Array | Uint8ClampedArray, width: number, height: number;
   try {
+    const { decode: decodeAny, GIF, Image } = await decoder();
     const decoded = await decodeAny(bytes, true);
     if (decoded instanceof GIF) {
       const frame = decoded[0];

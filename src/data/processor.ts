@@ -15,7 +15,6 @@
  * @module
  */
 
-import { join } from "node:path";
 import {
   type ChatMessage,
   ChatTemplate,
@@ -29,7 +28,9 @@ import {
   parsePreprocessorConfig,
 } from "./image_processor.ts";
 import { TextTokenizer } from "./tokenizer.ts";
-import { parseJsonText, readOptionalText } from "../io/file.ts";
+import { parseJsonText } from "../io/file.ts";
+import type { ModelFolder } from "../io/source.ts";
+import { asFolder } from "../io/source_local.ts";
 
 /** Label value that the loss ignores. */
 export const IGNORE_INDEX = -100;
@@ -155,14 +156,15 @@ export class SiqvlProcessor {
    * and `preprocessor_config.json` from a checkpoint directory.
    */
   static async fromPretrained(
-    dir: string,
+    from: string | ModelFolder,
     opts: FromPretrainedOptions = {},
   ): Promise<SiqvlProcessor> {
-    const tokenizer = await TextTokenizer.fromDir(dir);
+    const folder = asFolder(from);
+    const dir = folder.path;
+    const tokenizer = await TextTokenizer.fromDir(from);
     const readJson = async (name: string): Promise<Record<string, unknown> | undefined> => {
-      const path = join(dir, name);
-      const text = await readOptionalText(path, "config");
-      return text === undefined ? undefined : parseJsonText(text, path);
+      const text = await folder.text(name, "config");
+      return text === undefined ? undefined : parseJsonText(text, folder.where(name));
     };
     const proc = await readJson("processor_config.json");
     const pre = await readJson("preprocessor_config.json");
@@ -191,7 +193,7 @@ export class SiqvlProcessor {
     if (choice === "checkpoint") {
       // A SiQ-VL checkpoint carries its own (ChatML) template; a bare LM's template (e.g. one
       // that injects a default system prompt) is not SiQ-VL's layout.
-      chatTemplate = proc ? await loadChatTemplateSource(dir) : undefined;
+      chatTemplate = proc ? await loadChatTemplateSource(from) : undefined;
     } else if (choice !== "siqvl") chatTemplate = choice;
     const systemPrompt = opts.systemPrompt ??
       (typeof proc?.system_prompt === "string" ? proc.system_prompt : undefined);

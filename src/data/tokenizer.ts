@@ -10,9 +10,10 @@
  * @module
  */
 
-import { Tokenizer } from "../deps.ts";
-import { join } from "node:path";
-import { parseJsonText, readOptionalText, readTextBounded } from "../io/file.ts";
+import { Tokenizer } from "../deps_text.ts";
+import { parseJsonText, readTextBounded } from "../io/file.ts";
+import { type ModelFolder, requireText } from "../io/source.ts";
+import { asFolder } from "../io/source_local.ts";
 
 /** The parts of `tokenizer_config.json` this library reads (others are passed through). */
 export interface TokenizerConfig {
@@ -138,14 +139,17 @@ export class TextTokenizer {
    * Loads `<dir>/tokenizer.json` and (if present) `<dir>/tokenizer_config.json` through the
    * bounded reader; every error names the file (and the field, where one is at fault).
    */
-  static async fromDir(dir: string): Promise<TextTokenizer> {
-    const tjPath = join(dir, "tokenizer.json");
-    const cfgPath = join(dir, "tokenizer_config.json");
+  static async fromDir(dir: string | ModelFolder): Promise<TextTokenizer> {
+    const folder = asFolder(dir);
+    const tjPath = folder.where("tokenizer.json");
+    const cfgPath = folder.where("tokenizer_config.json");
     const tj = parseJsonText<Record<string, unknown>>(
-      await readTextBounded(tjPath, "tokenizer"),
+      typeof dir === "string"
+        ? await readTextBounded(tjPath, "tokenizer")
+        : await requireText(folder, "tokenizer.json", "tokenizer"),
       tjPath,
     );
-    const cfgText = await readOptionalText(cfgPath, "tokenizer");
+    const cfgText = await folder.text("tokenizer_config.json", "tokenizer");
     const cfg = cfgText === undefined ? {} : parseJsonText<TokenizerConfig>(cfgText, cfgPath);
     checkTokenizerFiles(tj, tjPath, cfg, cfgPath);
     try {

@@ -4,8 +4,9 @@
 import { dirname, isAbsolute, join, normalize } from "node:path";
 import type { StoredDType } from "./dtype.ts";
 import { SafetensorsReader } from "./safetensors.ts";
-import { TorchBinReader } from "./torch_bin.ts";
+import { openTorchBin } from "./on_demand.ts";
 import { isFile } from "./file.ts";
+import type { ModelFolder } from "./source.ts";
 
 export type { StoredDType } from "./dtype.ts";
 
@@ -70,10 +71,24 @@ export async function openTensors(path: string): Promise<TensorReader> {
   return await openFile(path);
 }
 
+/**
+ * Open the first of `names` (safetensors files) that a folder object has: how checkpoints are
+ * read where there is no file system (a browser reading a URL by ranges).
+ */
+export async function openFolderTensors(
+  folder: ModelFolder,
+  names: readonly string[] = ["model.safetensors"],
+): Promise<TensorReader> {
+  for (const name of names) {
+    if (await folder.has(name)) return await SafetensorsReader.fromSource(await folder.open(name));
+  }
+  throw new Error(`no checkpoint in ${folder.path}: looked for ${names.join(", ")}`);
+}
+
 async function openFile(path: string): Promise<TensorReader> {
   if (path.endsWith(".json")) return await ShardedReader.open(path);
   if (path.endsWith(".safetensors")) return await SafetensorsReader.open(path);
-  if (/\.(bin|pt|pth)$/.test(path)) return await TorchBinReader.open(path);
+  if (/\.(bin|pt|pth)$/.test(path)) return await openTorchBin(path);
   // Unknown extension: sniff. Zip archives and legacy torch pickles (PROTO 2, LONG1 of 10
   // bytes) go to the PyTorch reader, which accepts the first and refuses the second clearly.
   const head = new Uint8Array(4);
@@ -85,7 +100,7 @@ async function openFile(path: string): Promise<TensorReader> {
   }
   const isZip = head[0] === 0x50 && head[1] === 0x4b;
   const isLegacy = head[0] === 0x80 && head[1] === 0x02 && head[2] === 0x8a && head[3] === 0x0a;
-  if (isZip || isLegacy) return await TorchBinReader.open(path);
+  if (isZip || isLegacy) return await openTorchBin(path);
   return await SafetensorsReader.open(path);
 }
 

@@ -8,6 +8,7 @@
 import { bytesToF32, DTYPE_SIZE, isStoredDType, isValidShape, numelOf } from "./dtype.ts";
 import { atomicWrite, RandomAccessFile, writeAll } from "./file.ts";
 import type { StoredDType, TensorInfo, TensorReader } from "./reader.ts";
+import type { ByteSource } from "./source.ts";
 import { planTensors, tensorBytes, type TensorsToWrite } from "./tensor_input.ts";
 
 /** Largest header accepted (the reference implementation's cap). */
@@ -165,11 +166,11 @@ export function parseSafetensorsHeader(
 /** A lazily reading safetensors file; see {@link TensorReader}. */
 export class SafetensorsReader implements TensorReader {
   readonly path: string;
-  #file: RandomAccessFile;
+  #file: ByteSource;
   #entries: Map<string, Entry>;
   #metadata: Record<string, string>;
 
-  private constructor(file: RandomAccessFile, header: SafetensorsHeader) {
+  private constructor(file: ByteSource, header: SafetensorsHeader) {
     this.path = file.path;
     this.#file = file;
     this.#metadata = header.metadata;
@@ -186,7 +187,12 @@ export class SafetensorsReader implements TensorReader {
 
   /** Open and validate `path`. Only the header is read. */
   static async open(path: string): Promise<SafetensorsReader> {
-    const file = await RandomAccessFile.open(path);
+    return await SafetensorsReader.fromSource(await RandomAccessFile.open(path));
+  }
+
+  /** Validate the header of an open byte source (a file, or a URL read by ranges); owns it. */
+  static async fromSource(file: ByteSource): Promise<SafetensorsReader> {
+    const path = file.path;
     try {
       if (file.size < 8) {
         throw new Error(`not a safetensors file: ${path} is ${file.size} bytes (< 8)`);

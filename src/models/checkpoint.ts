@@ -8,10 +8,11 @@
 // (adapter_config.json + adapter_model.safetensors) or the adapters merged into the weights.
 
 import { dirname, join } from "node:path";
-import { exists, pathKind, readJson } from "../io/file.ts";
-import { openTensors, type TensorReader } from "../io/reader.ts";
-import { resolveModel } from "../io/hub.ts";
-import { writeStateDict } from "../io/state_dict.ts";
+import { exists, parseJsonText, pathKind, readJson } from "../io/file.ts";
+import { openFolderTensors, openTensors, type TensorReader } from "../io/reader.ts";
+import { isModelFolder, type ModelFolder, requireText } from "../io/source.ts";
+import { localFolder } from "../io/source_local.ts";
+import { resolveModel, writeStateDict } from "../io/on_demand.ts";
 import type { TensorData } from "../io/tensor_input.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { loadParameter } from "../nn/load.ts";
@@ -148,27 +149,38 @@ export interface LoadSiqvlOptions {
 /**
  * Load a SiQ-VL checkpoint: our directory, or one of the original project (V3 or V1 keys,
  * model.safetensors / pytorch_model.bin / sharded, LoRA merged or PEFT-wrapped).
- * `path` is a directory, a weights file (its directory holds config.json) or a hub id.
+ * `path` is a directory, a weights file (its directory holds config.json), a hub id, or a folder
+ * object (src/io/source.ts: e.g. a URL read by ranges in a browser; model.safetensors there).
  */
 export async function loadSiqvl(
   gpu: Gpu,
-  path: string,
+  path: string | ModelFolder,
   opts: LoadSiqvlOptions = {},
 ): Promise<SiqvlModel> {
-  if (!(await exists(path))) path = await resolveModel(path);
-  const kind = pathKind(path);
-  if (!kind) throw new Error(`no such file or directory: ${path}`);
-  const dir = kind === "dir" ? path : dirname(path);
+  let folder: ModelFolder;
+  let openReader: () => Promise<TensorReader>;
+  if (isModelFolder(path)) {
+    folder = path;
+    openReader = () => openFolderTensors(folder);
+  } else {
+    let p = path;
+    if (!(await exists(p))) p = await resolveModel(p);
+    const kind = pathKind(p);
+    if (!kind) throw new Error(`no such file or directory: ${p}`);
+    folder = localFolder(kind === "dir" ? p : dirname(p));
+    openReader = () => openTensors(p);
+  }
+  const dir = folder.path;
   let config = opts.config;
   if (!config) {
-    const cfgPath = join(dir, "config.json");
-    if (!(await exists(cfgPath))) {
+    const cfgPath = folder.where("config.json");
+    if (!(await folder.has("config.json"))) {
       throw new Error(
         `${dir}: no config.json; a checkpoint without a SiQ-VL config (e.g. V1) needs ` +
           `options.config`,
       );
     }
-    const json = await readJson(cfgPath);
+    const json = parseJsonText<Json>(await requireText(folder, "config.json", "config"), cfgPath);
     if (json.model_type !== "siq_vl") {
       throw new Error(
         `${cfgPath}: model_type ${JSON.stringify(json.model_type)} is not "siq_vl" (a V1 ` +
@@ -177,7 +189,7 @@ export async function loadSiqvl(
     }
     config = parseSiqvlConfig(json, cfgPath);
   }
-  const reader = await openTensors(path);
+  const reader = await openReader();
   try {
     const map = mapCheckpointKeys(reader.keys());
     if (map.unknown.length) {
@@ -206,10 +218,10 @@ export async function loadSiqvl(
       );
     }
     if (map.lora.size) {
-      const alpha = opts.loraAlpha ?? await adapterAlpha(dir);
+      const alpha = opts.loraAlpha ?? await adapterAlpha(folder);
       await loadInlineLora(gpu, model, reader, map.lora, alpha);
-    } else if (await exists(join(dir, "adapter_config.json"))) {
-      await loadPeftAdapter(gpu, model.text, dir);
+    } else if (await folder.has("adapter_config.json")) {
+      await loadPeftAdapter(gpu, model.text, folder);
     }
     if (opts.mergeLora) model.text.mergeLora();
     return model;
@@ -251,14 +263,14 @@ function withCheckpointProjector(
   return { ...config, projector: { ...config.projector, factor: r, layerNorm } };
 }
 
-async function adapterAlpha(dir: string): Promise<number> {
-  const p = join(dir, "adapter_config.json");
-  if (await exists(p)) {
-    const a = (await readJson(p)).lora_alpha;
+async function adapterAlpha(folder: ModelFolder): Promise<number> {
+  const text = await folder.text("adapter_config.json", "config");
+  if (text !== undefined) {
+    const a = parseJsonText<Json>(text, folder.where("adapter_config.json")).lora_alpha;
     if (typeof a === "number") return a;
   }
   console.warn(
-    `siqvl: ${dir} stores LoRA weights without adapter_config.json; assuming lora_alpha 16 ` +
+    `siqvl: ${folder.path} stores LoRA weights without adapter_config.json; assuming lora_alpha 16 ` +
       `(the original project's default; pass loraAlpha to override)`,
   );
   return 16;

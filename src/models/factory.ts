@@ -8,7 +8,7 @@
 //                       newly initialised projector; the tokenizer comes from the text model
 
 import { dirname } from "node:path";
-import { resolveModel } from "../io/hub.ts";
+import { resolveModel } from "../io/on_demand.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { SiqvlProcessor } from "../data/processor.ts";
 import { TextTokenizer } from "../data/tokenizer.ts";
@@ -19,17 +19,21 @@ import {
   type LoadSiqvlOptions,
 } from "./checkpoint.ts";
 import type { SiqvlModel } from "./siqvl.ts";
+import { isModelFolder, type ModelFolder } from "../io/source.ts";
 
-/** Where a model comes from. */
+/**
+ * Where a model comes from. `checkpoint` may also be a folder object (src/io/source.ts), e.g.
+ * `httpFolder(url)` in a browser.
+ */
 export type ModelSource =
-  | ({ checkpoint: string } & LoadSiqvlOptions)
+  | ({ checkpoint: string | ModelFolder } & LoadSiqvlOptions)
   | Omit<BuildSiqvlOptions, "imageTokenId" | "visionStartTokenId" | "visionEndTokenId">;
 
 /** A model and what feeds it. */
 export interface SiqvlBundle {
   model: SiqvlModel;
   processor: SiqvlProcessor;
-  /** The local directory the tokenizer and processor files were read from (exports copy them). */
+  /** The local directory (or folder URL) the tokenizer and processor files were read from. */
   tokenizerFrom: string;
   /** Free the model's GPU memory. */
   dispose(): void;
@@ -76,11 +80,18 @@ export async function openSiqvl(
   let tokenizerFrom: string;
   if ("checkpoint" in source) {
     const { checkpoint, ...loadOpts } = source;
-    const path = await resolveModelSource(checkpoint, log);
-    model = await loadSiqvl(gpu, path, loadOpts);
-    tokenizerFrom = Deno.statSync(path).isDirectory ? path : dirname(path);
+    let from: string | ModelFolder;
+    if (isModelFolder(checkpoint)) {
+      model = await loadSiqvl(gpu, checkpoint, loadOpts);
+      from = checkpoint;
+      tokenizerFrom = checkpoint.path;
+    } else {
+      const path = await resolveModelSource(checkpoint, log);
+      model = await loadSiqvl(gpu, path, loadOpts);
+      from = tokenizerFrom = Deno.statSync(path).isDirectory ? path : dirname(path);
+    }
     try {
-      processor = await SiqvlProcessor.fromPretrained(tokenizerFrom, {
+      processor = await SiqvlProcessor.fromPretrained(from, {
         tokensPerImage: model.imageTokensPerImage,
         imageSize: model.config.vision.imageSize,
       });

@@ -9,7 +9,9 @@
 
 import { removeAdapter } from "../nn/lora.ts";
 import { join } from "node:path";
-import { openTensors, type TensorReader } from "../io/reader.ts";
+import { openFolderTensors, openTensors, type TensorReader } from "../io/reader.ts";
+import { type ModelFolder, requireText } from "../io/source.ts";
+import { asFolder } from "../io/source_local.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import type { Gpu } from "../gpu/device.ts";
 import type { LoraSpec } from "../nn/linear.ts";
@@ -107,11 +109,17 @@ export function loraKey(
 export async function loadPeftAdapter(
   gpu: Gpu,
   text: Qwen2ForCausalLM,
-  dir: string,
+  dir: string | ModelFolder,
 ): Promise<PeftLoraConfig> {
-  const cfgPath = join(dir, "adapter_config.json");
-  const cfg = parsePeftConfig(JSON.parse(await Deno.readTextFile(cfgPath)), cfgPath);
-  const reader = await openTensors(await findAdapterFile(dir));
+  const folder = asFolder(dir);
+  const cfgPath = folder.where("adapter_config.json");
+  const cfg = parsePeftConfig(
+    JSON.parse(await requireText(folder, "adapter_config.json", "config")),
+    cfgPath,
+  );
+  const reader = typeof dir === "string"
+    ? await openTensors(await findAdapterFile(dir))
+    : await openFolderTensors(folder, ["adapter_model.safetensors"]);
   try {
     text.attachLora(cfg, peftTargetMatcher(cfg.targetModules));
     await loadLoraTensors(gpu, text, reader, PEFT_PREFIX);
