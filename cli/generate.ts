@@ -3,6 +3,7 @@
 // is generated (KV-cache decoding; sampling, greedy or beam search).
 
 import { parseArgs } from "node:util";
+import { extractAnswer, parseReasoningFormat } from "../src/data/reasoning.ts";
 import { announce } from "../src/gpu/announce.ts";
 import { preprocessBytes } from "../src/data/image_processor.ts";
 import { setMaxImagePixels } from "../src/data/image.ts";
@@ -27,6 +28,10 @@ cli/train.ts, or an original SiQ-VL checkpoint), streaming the answer.
   --num_beams N             beam search (deterministic; needs --no_sample)
   --repetition_penalty R    HF-style penalty over prompt and answer tokens (default 1.0)
   --seed N                  sampling seed, 0 … 2^32-1 (default 0)
+  --reasoning_format F      think | llava-cot | plain | none: how the model writes reasoning
+                            and answer (default think; text without tags is all answer)
+  --no_show_reasoning       print only the final answer, read by --reasoning_format (default:
+                            stream everything, reasoning included)
   --max_file_mb N           raise the size cap of files read (default 64 MiB for images)
   --max_image_pixels N      raise the decoded image size limit (default 89478485)
   -h, --help`;
@@ -45,6 +50,8 @@ const OPTIONS = {
   seed: { type: "string" },
   max_file_mb: { type: "string" },
   max_image_pixels: { type: "string" },
+  reasoning_format: { type: "string" },
+  show_reasoning: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -77,7 +84,9 @@ export async function main(
   argv: string[],
   out: (s: string) => void = (s) => void Deno.stdout.writeSync(new TextEncoder().encode(s)),
 ): Promise<string> {
-  const norm = argv.map((a) => (a === "--no_sample" ? "--no-sample" : a));
+  const norm = argv.map((a) =>
+    a === "--no_sample" ? "--no-sample" : a === "--no_show_reasoning" ? "--no-show_reasoning" : a
+  );
   let v;
   try {
     v = parseArgs({ args: norm, options: OPTIONS, strict: true, allowNegative: true }).values;
@@ -103,6 +112,8 @@ export async function main(
     num("max_image_pixels", v.max_image_pixels, NaN, (x) => Number.isSafeInteger(x) && x > 0) ||
       undefined,
   );
+  const format = parseReasoningFormat(v.reasoning_format ?? "think");
+  const showReasoning = v.show_reasoning ?? true;
   const sample = v.sample ?? true;
   if (beams > 1 && sample) {
     throw new Error("--num_beams > 1 is deterministic beam search: add --no_sample");
@@ -123,6 +134,7 @@ export async function main(
     const gen: number[] = [];
     let shown = "";
     const stream = () => {
+      if (!showReasoning) return; // the answer is printed once it is known
       const text = tok.decode(gen.filter((t) => !stop.has(t)), { skipSpecialTokens: true });
       // Print only what is settled (an incomplete UTF-8 sequence decodes to U+FFFD).
       const settled = text.endsWith("\uFFFD") ? text.replace(/\uFFFD+$/, "") : text;
@@ -151,6 +163,11 @@ export async function main(
       const answer = tok.decode(res.tokens[0].filter((t) => !stop.has(t)), {
         skipSpecialTokens: true,
       }).trim();
+      if (!showReasoning) {
+        const final = extractAnswer(answer, format);
+        out(final + "\n");
+        return final;
+      }
       if (beams > 1) out(answer);
       else if (shown.trim() !== answer) out(answer.slice(shown.trim().length));
       out("\n");

@@ -2,7 +2,8 @@
 //
 //   vision tower frozen; projector + LLM train — LoRA (the stage-2 adapters continue; new ones
 //   are attached when the stage-2 model had none) or full (adapters the stage-2 model carries are
-//   merged first); default lr 1e-5. Labels cover the reasoning, the answer and <|im_end|>
+//   merged first); default lr 1e-5. (Stage 4 merges incoming adapters and attaches new ones, so
+//   its adapters-off reference is exactly the model it starts from.) Labels cover the reasoning, the answer and <|im_end|>
 //   (SiqvlProcessor.encode); --reasoning_format decides how rationale + answer are written.
 //   Data: shapes_cot (generated), LLaVA-style JSON/JSONL whose answers carry reasoning
 //   (LLaVA-CoT-100k), question/rationale/answer records (JSONL/parquet, columns by flags),
@@ -132,7 +133,14 @@ export async function continuedModel(ctx: StageContext, plan: StagePlan): Promis
           `${model.projector.factor} (${from})`,
       );
     }
-    const has = model.text.loraLinears().length > 0;
+    let has = model.text.loraLinears().length > 0;
+    if (has && plan.llm === "lora" && a.stage === 4) {
+      // Stage 4 compares the policy with its starting point: fold the incoming adapters into
+      // the (frozen) weights and train fresh ones, so "adapters off" IS the starting model.
+      ctx.log(`[siqvl] merging the LoRA adapters of ${from}; stage 4 trains new ones`);
+      model.text.mergeLora();
+      has = false;
+    }
     if (plan.llm === "lora" && has) {
       ctx.log(`[siqvl] the LoRA adapters of ${from} continue training (--lora_* flags unused)`);
     } else if (plan.llm === "lora") {

@@ -4,7 +4,7 @@
 //
 //   encodeCompletion(processor, question, history, completion) → ids + labels covering only the
 //     completion and its <|im_end|> (the prompt — earlier turns included — is masked, as TRL's
-//     prompt/completion split does), or why it cannot be used
+//     prompt/completion split does: the labels of the last assistant turn are kept), or why it cannot be used
 //   sharedImageBatch(rows, images, rowImage, processor) → the collated [R, T] arrays + pixels
 
 import {
@@ -39,21 +39,22 @@ export function encodeCompletion(
   completion: string,
   maxLength?: number,
 ): { inputIds: Int32Array; labels: Int32Array } | string {
-  let full, prompt;
+  let full;
   try {
     full = processor.encode({
       turns: [...(history ?? []), { user: question, assistant: completion }],
     });
-    prompt = processor.encodePrompt(question, history ?? []);
   } catch (e) {
     return `bad conversation: ${(e as Error).message}`;
   }
-  const L = prompt.inputIds.length;
-  if (full.inputIds.length <= L || prompt.inputIds.some((id, i) => full.inputIds[i] !== id)) {
-    return "the prompt's tokens are not a prefix of prompt + completion";
-  }
+  // the last labelled span is the completion (+ <|im_end|>); earlier answers are prompt
   const labels = full.labels!.slice();
-  labels.fill(IGNORE_INDEX, 0, L);
+  let end = labels.length - 1;
+  while (end >= 0 && labels[end] === IGNORE_INDEX) end--;
+  if (end < 0) return "no completion token";
+  let start = end;
+  while (start > 0 && labels[start - 1] !== IGNORE_INDEX) start--;
+  labels.fill(IGNORE_INDEX, 0, start);
   const fit = fitToLength({ inputIds: full.inputIds, labels, pixelValues: [] }, {
     ids: processor.ids,
     imageSize: processor.image.size,

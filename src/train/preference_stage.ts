@@ -48,6 +48,9 @@ export interface PreferenceBatch extends SharedImageBatch {
   ref: Float32Array | null;
 }
 
+/** Unusable records in a row after which a source gives up (its skip report says why). */
+export const MAX_UNUSABLE_IN_A_ROW = 1000;
+
 /** Position of a {@link PairSource}. */
 interface PairState {
   epoch: number;
@@ -78,7 +81,7 @@ export class PairSource implements BatchSource<PreferenceBatch> {
     const rej: typeof rows = [];
     const images: Float32Array[] = [];
     const ids: string[] = [];
-    let emptyPass = true;
+    let emptyPass = true, unusable = 0;
     while (ids.length < this.pairsPerBatch) {
       const s = await this.dataset.next() as PreferenceSample | undefined;
       if (!s) {
@@ -97,8 +100,14 @@ export class PairSource implements BatchSource<PreferenceBatch> {
       const r = encodeCompletion(this.processor, s.question, s.history, s.rejected, this.maxLength);
       if (typeof c === "string" || typeof r === "string") {
         this.skips.add(typeof c === "string" ? c : r as string, s.id);
+        if (++unusable > MAX_UNUSABLE_IN_A_ROW) {
+          throw new Error(
+            `${this.dataset.name}: ${unusable} pairs in a row are unusable:\n${this.report()}`,
+          );
+        }
         continue;
       }
+      unusable = 0;
       emptyPass = false;
       images.push(await this.#pool.process(s.image, this.processor.image));
       rows.push(c);

@@ -7,7 +7,7 @@
  *
  * | kind        | question                                         | rationale → answer          |
  * |-------------|--------------------------------------------------|-----------------------------|
- * | count_color | How many red shapes are there?                   | lists the colours in reading order, counts the red ones → one … four |
+ * | count_color | How many red shapes are there?                   | lists the colours in reading order, counts the asked one → one … four |
  * | left_right  | Is the red shape left or right of the blue one?  | the column of each → left / right |
  * | leftmost    | What color is the leftmost shape?                | the colours from left to right → the first |
  *
@@ -72,19 +72,15 @@ export function cotReasoning(
   a: string,
   b: string,
 ): { rationale: string; answer: string } {
-  const n = scene.colors.length;
   // reading order = cell order
   const order = scene.cells.map((c, i) => [c, i]).sort((x, y) => x[0] - y[0]).map((x) => x[1]);
+  // Terse, one step per clause, in words a small model's vocabulary already has (the demo
+  // trains these in minutes): list what is seen, then derive the answer from the list.
   if (kind === "count_color") {
     const list = order.map((i) => scene.colors[i]);
     const k = list.filter((c) => c === a).length;
     const word = k === 0 ? "zero" : COT_COUNT_WORDS[k - 1];
-    const them = k === 1 ? "one of them is" : `${word} of them are`;
-    return {
-      rationale: `I see ${COT_COUNT_WORDS[n - 1]} shapes: ${list.join(", ")}. ` +
-        `${them[0].toUpperCase()}${them.slice(1)} ${a}.`,
-      answer: word,
-    };
+    return { rationale: `shapes: ${list.join(", ")}. ${a}: ${word}.`, answer: word };
   }
   const col = (i: number) => scene.cells[i] % 3;
   if (kind === "left_right") {
@@ -92,18 +88,14 @@ export function cotReasoning(
     const ca = col(ia), cb = col(ib);
     const side = ca < cb ? "left" : "right";
     return {
-      rationale: `The ${a} shape is in the ${COLUMN_WORDS[ca]} column. ` +
-        `The ${b} shape is in the ${COLUMN_WORDS[cb]} column. ` +
-        `So the ${a} shape is ${side} of the ${b} shape.`,
+      rationale: `${a}: ${COLUMN_WORDS[ca]}, ${b}: ${COLUMN_WORDS[cb]}. so ${a} is ${side}.`,
       answer: side,
     };
   }
   const byCol = [...scene.colors.keys()].sort((x, y) => col(x) - col(y));
   const first = scene.colors[byCol[0]];
   return {
-    rationale:
-      `From left to right the shapes are ${byCol.map((i) => scene.colors[i]).join(", ")}. ` +
-      `The first one is ${first}.`,
+    rationale: `left to right: ${byCol.map((i) => scene.colors[i]).join(", ")}. first: ${first}.`,
     answer: first,
   };
 }
