@@ -24,6 +24,13 @@
 // ROWS = 4, WG = 64); single-row products (decoding) use ROWS = 1.
 // A workgroup covers ROWS rows × 16*WG columns.
 // Grid: (ceil(M / ROWS), ceil(N / (16*WG)), batches).
+//
+// gemm_nn_f32 / gemm_nn_half: the same product with R given the other way round — texture row
+// b_row + r holds contraction index r, its texels the output columns (4 f32 or 8 halves each):
+//   o[m, n] = Σ_{r < kr} L[a_row + m, r] · R[b_row + r, n]
+// so an operand stored [K, N] row-major (a Linear weight [out, in] read as [N = in] columns in
+// the input-gradient g·W) is staged by a plain copy — the same texture as the forward's — instead
+// of a strided gather. An invocation owns ROWS rows × 16 consecutive columns.
 
 struct G {
   M: u32,          // output rows of this dispatch
@@ -37,6 +44,7 @@ struct G {
   o_bstride: u32,  // output elements per batch
   ldo: u32,        // output row stride (elements)
   flags: u32,      // bit 0: add bias[n]; bit 1: accumulate into o
+  kr: u32,         // gemm_nn_*: contraction rows of the R texture (K)
 }
 
 @group(0) @binding(0) var<uniform> u: G;
@@ -218,4 +226,92 @@ fn gemm_half(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index)
     }
   }
   store(b, array(r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15));
+}
+
+// ---- R along the output columns (gemm_nn_*) ----
+
+// Row += a · s, for one contraction element a and its R row s (16 columns).
+fn axpy(r: Row, a: f32, s: Row) -> Row {
+  let v = vec4f(a);
+  return Row(fma(v, s.c0, r.c0), fma(v, s.c1, r.c1), fma(v, s.c2, r.c2), fma(v, s.c3, r.c3));
+}
+// Row += Σ_c a[c] · s_c over the 4 contraction elements of one L texel.
+fn axpy4(r: Row, a: vec4f, s0: Row, s1: Row, s2: Row, s3: Row) -> Row {
+  return axpy(axpy(axpy(axpy(r, a.x, s0), a.y, s1), a.z, s2), a.w, s3);
+}
+// 16 columns from texel x0 of R row t: 4 f32 texels, or 2 texels of 8 halves.
+fn srow_f32(t: u32, x0: u32) -> Row {
+  return Row(fb(t, x0), fb(t, x0 + 1u), fb(t, x0 + 2u), fb(t, x0 + 3u));
+}
+fn srow_half(t: u32, x0: u32) -> Row {
+  let w0 = fh(t, x0);
+  let w1 = fh(t, x0 + 1u);
+  return Row(lo(w0), hi(w0), lo(w1), hi(w1));
+}
+fn put_cols(ob: u32, m: u32, n0: u32, r: Row) {
+  put(ob, m, n0, r.c0.x); put(ob, m, n0 + 1u, r.c0.y); put(ob, m, n0 + 2u, r.c0.z);
+  put(ob, m, n0 + 3u, r.c0.w);
+  put(ob, m, n0 + 4u, r.c1.x); put(ob, m, n0 + 5u, r.c1.y); put(ob, m, n0 + 6u, r.c1.z);
+  put(ob, m, n0 + 7u, r.c1.w);
+  put(ob, m, n0 + 8u, r.c2.x); put(ob, m, n0 + 9u, r.c2.y); put(ob, m, n0 + 10u, r.c2.z);
+  put(ob, m, n0 + 11u, r.c2.w);
+  put(ob, m, n0 + 12u, r.c3.x); put(ob, m, n0 + 13u, r.c3.y); put(ob, m, n0 + 14u, r.c3.z);
+  put(ob, m, n0 + 15u, r.c3.w);
+}
+
+fn gemm_nn(wid: vec3u, lid: u32, half: bool) {
+  let m0 = wid.x * ROWS;
+  let n0 = (wid.y * WG + lid) * 16u;
+  let ob = u.o_base + wid.z * u.o_bstride;
+  let ar = u.a_row + wid.z * u.a_bstride;
+  let br = u.b_row + wid.z * u.b_bstride;
+  // R texel of column n0 (4 or 8 columns per texel).
+  let x0 = select(n0 / 4u, n0 / 8u, half);
+  var ra: array<u32, 16>;
+  for (var i = 0u; i < 16u; i++) { ra[i] = ar + min(m0 + i, u.M - 1u); }
+  var r0: Row; var r1: Row; var r2: Row; var r3: Row;
+  var r4: Row; var r5: Row; var r6: Row; var r7: Row;
+  var r8: Row; var r9: Row; var r10: Row; var r11: Row;
+  var r12: Row; var r13: Row; var r14: Row; var r15: Row;
+  let last = u.kr - 1u;
+  for (var x = 0u; x < u.kt; x++) {
+    // The 4 R rows of this L texel (rows past kr are clamped; their L elements are zero).
+    let t = br + 4u * x;
+    var s0: Row; var s1: Row; var s2: Row; var s3: Row;
+    if (half) {
+      s0 = srow_half(min(t, br + last), x0); s1 = srow_half(min(t + 1u, br + last), x0);
+      s2 = srow_half(min(t + 2u, br + last), x0); s3 = srow_half(min(t + 3u, br + last), x0);
+    } else {
+      s0 = srow_f32(min(t, br + last), x0); s1 = srow_f32(min(t + 1u, br + last), x0);
+      s2 = srow_f32(min(t + 2u, br + last), x0); s3 = srow_f32(min(t + 3u, br + last), x0);
+    }
+    r0 = axpy4(r0, fa(ra[0], x), s0, s1, s2, s3);
+    if (ROWS > 1u) { r1 = axpy4(r1, fa(ra[1], x), s0, s1, s2, s3); }
+    if (ROWS > 2u) { r2 = axpy4(r2, fa(ra[2], x), s0, s1, s2, s3); }
+    if (ROWS > 3u) { r3 = axpy4(r3, fa(ra[3], x), s0, s1, s2, s3); }
+    if (ROWS > 4u) { r4 = axpy4(r4, fa(ra[4], x), s0, s1, s2, s3); }
+    if (ROWS > 5u) { r5 = axpy4(r5, fa(ra[5], x), s0, s1, s2, s3); }
+    if (ROWS > 6u) { r6 = axpy4(r6, fa(ra[6], x), s0, s1, s2, s3); }
+    if (ROWS > 7u) { r7 = axpy4(r7, fa(ra[7], x), s0, s1, s2, s3); }
+    if (ROWS > 8u) { r8 = axpy4(r8, fa(ra[8], x), s0, s1, s2, s3); }
+    if (ROWS > 9u) { r9 = axpy4(r9, fa(ra[9], x), s0, s1, s2, s3); }
+    if (ROWS > 10u) { r10 = axpy4(r10, fa(ra[10], x), s0, s1, s2, s3); }
+    if (ROWS > 11u) { r11 = axpy4(r11, fa(ra[11], x), s0, s1, s2, s3); }
+    if (ROWS > 12u) { r12 = axpy4(r12, fa(ra[12], x), s0, s1, s2, s3); }
+    if (ROWS > 13u) { r13 = axpy4(r13, fa(ra[13], x), s0, s1, s2, s3); }
+    if (ROWS > 14u) { r14 = axpy4(r14, fa(ra[14], x), s0, s1, s2, s3); }
+    if (ROWS > 15u) { r15 = axpy4(r15, fa(ra[15], x), s0, s1, s2, s3); }
+  }
+  let rs = array(r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15);
+  for (var i = 0u; i < ROWS; i++) { put_cols(ob, m0 + i, n0, rs[i]); }
+}
+
+@compute @workgroup_size(WG)
+fn gemm_nn_f32(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  gemm_nn(wid, lid, false);
+}
+
+@compute @workgroup_size(WG)
+fn gemm_nn_half(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  gemm_nn(wid, lid, true);
 }

@@ -17,6 +17,7 @@ import {
   tidy,
   trimMatmulCache,
   unpinMatmulWeight,
+  withTuning,
 } from "../src/tensor/mod.ts";
 import type { Gpu } from "../src/gpu/device.ts";
 
@@ -425,5 +426,52 @@ Deno.test(
       setBindingLimitForTests(null);
       trimMatmulCache(g);
     }
+  },
+);
+
+Deno.test(
+  "linear: input gradient through the transposed GEMM (gemm_nn) for f32, f16, bf16 weights",
+  GPU_TEST,
+  async () => {
+    const g = await gpu();
+    // Awkward sizes: K = 45 (not a multiple of 4 or 8), N = 50, M = 37.
+    const M = 37, K = 45, N = 50;
+    const xv = rand(M * K, 1200), wv = rand(N * K, 1201), gv = rand(M * N, 1202);
+    for (const dtype of ["f32", "f16", "bf16"] as const) {
+      const round = dtype === "bf16" ? roundBf16 : dtype === "f16" ? roundF16 : (v: number) => v;
+      const wr = wv.map(round);
+      const w = dtype === "f32" ? Tensor.from(g, wv, [N, K]) : Tensor.fromBytes(
+        g,
+        new Uint8Array(
+          Uint16Array.from(wv, dtype === "bf16" ? f32ToBf16Bits : f32ToF16Bits).buffer,
+        ),
+        [N, K],
+        dtype,
+      );
+      const want = new Float64Array(M * K);
+      for (let m = 0; m < M; m++) {
+        for (let k = 0; k < K; k++) {
+          let s = 0;
+          for (let n = 0; n < N; n++) s += gv[m * N + n] * wr[n * K + k];
+          want[m * K + k] = s;
+        }
+      }
+      const grads: Float32Array[] = [];
+      for (const transposedGemm of [true, false]) {
+        await withTuning({ transposedGemm }, async () => {
+          const x = Tensor.from(g, xv, [M, K]);
+          x.requiresGrad = true;
+          const up = Tensor.from(g, gv, [M, N]);
+          const y = linear(x, w);
+          y.backward(up);
+          grads.push(await x.grad!.read() as Float32Array);
+          for (const t of [x, x.grad!, y]) t.dispose();
+        });
+      }
+      assertClose(grads[0], want, TOL.f32Reduce, `${dtype} dA via gemm_nn`);
+      assertClose(grads[1], want, TOL.f32Reduce, `${dtype} dA via packed transpose`);
+      w.dispose();
+    }
+    trimMatmulCache(g);
   },
 );

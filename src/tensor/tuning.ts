@@ -11,6 +11,11 @@ export interface Tuning {
    */
   compactLossRows: boolean;
   /**
+   * Input gradients of a product with a [N, K] (Linear-layout) weight read the weight's forward
+   * staging directly (gemm_nn_*, shaders/matmul.wgsl) instead of packing its transpose.
+   */
+  transposedGemm: boolean;
+  /**
    * Use the kernel variants meant for a discrete GPU even on a CPU adapter (correctness checks
    * of those paths on lavapipe): the matmul tile shape {wg 64, rows 4}. Set from the environment
    * variable SIQVL_KERNELS=gpu (bench/device_check.sh).
@@ -29,6 +34,7 @@ function envForcesGpu(): boolean {
 /** Process-wide switches. */
 export const tuning: Tuning = {
   compactLossRows: true,
+  transposedGemm: true,
   forceGpuVariants: envForcesGpu(),
 };
 

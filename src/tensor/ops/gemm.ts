@@ -16,7 +16,7 @@ const COLS = 16;
 const K_CHUNK = 4 * MAX_TEXELS;
 const MAX_GRID = 65535;
 
-const LAYOUT = {
+const GEMM_LAYOUT = {
   uniforms: [
     "M",
     "N",
@@ -29,10 +29,11 @@ const LAYOUT = {
     "o_bstride",
     "ldo",
     "flags",
+    "kr",
   ],
   bindings: ["ta", "tb", "tbh", "bias", "o"],
 } as const;
-const GEMM = kernel("matmul", LAYOUT);
+const GEMM = kernel("matmul", GEMM_LAYOUT);
 
 // ---- tile shape ----
 
@@ -84,6 +85,20 @@ function dummyBias(gpu: Gpu): GPUBuffer {
     dummies.set(gpu, b);
   }
   return b;
+}
+
+// 1×1 textures bound in the R slot gemm_nn_* does not read (layout "auto" needs both).
+const dummyTextures = new WeakMap<Gpu, { f32: GPUTextureView; u32: GPUTextureView }>();
+function dummyTexture(gpu: Gpu, kind: "f32" | "u32"): GPUTextureView {
+  let d = dummyTextures.get(gpu);
+  if (!d) {
+    const make = (format: GPUTextureFormat) =>
+      gpu.device.createTexture({ size: [1, 1, 1], format, usage: GPUTextureUsage.TEXTURE_BINDING })
+        .createView({ dimension: "2d-array" });
+    d = { f32: make("rgba32float"), u32: make("rgba32uint") };
+    dummyTextures.set(gpu, d);
+  }
+  return d[kind];
 }
 
 // ---- the GEMM ----
@@ -181,4 +196,50 @@ export function gemm(L: RowView, R: RowView, out: Tensor, opts: GemmOptions = {}
     if (!ta.pinned) releaseTexture(gpu, ta);
     if (!tb.pinned) releaseTexture(gpu, tb);
   }
+}
+
+/**
+ * out[p, q] (+)= Σ_r L[p, r] · S[r, q] (+ bias[q]) with S a row view whose rows are the
+ * contraction (S.rows = L.k) and whose elements run along the outputs (S.k = Q): S is staged the
+ * way the forward stages it (a copy for a row-major weight), and gemm_nn_* reads it along the
+ * columns — no transposing pack. Returns false (nothing recorded) where this path does not apply:
+ * batches, a contraction past one texture row, more columns than a texture row, an output past one
+ * binding, or tuning.transposedGemm off.
+ */
+export function gemmNN(L: RowView, S: RowView, out: Tensor, opts: GemmOptions = {}): boolean {
+  const gpu = out.gpu;
+  const P = L.rows, K = L.k, Q = S.k;
+  if (!tuning.transposedGemm || S.rows !== K || L.batches !== 1 || S.batches !== 1) return false;
+  const half = S.t.dtype === "f16" || S.t.dtype === "bf16";
+  const perTexel = half ? 8 : 4;
+  if (K === 0 || P === 0 || Q === 0 || K > K_CHUNK || Q > perTexel * MAX_TEXELS) return false;
+  if (P * Q * 4 > maxBindingBytes(gpu)) return false;
+  const tiles = matmulTiles(gpu);
+  const rows = P === 1 ? 1 : tiles.rows;
+  if (Math.ceil(P / rows) > MAX_GRID || Math.ceil(Q / (COLS * tiles.wg)) > MAX_GRID) return false;
+  const constants: Record<string, number> = {};
+  if (half) constants.BF16 = S.t.dtype === "bf16" ? 1 : 0;
+  if (rows !== 16) constants.ROWS = rows;
+  if (tiles.wg !== 8) constants.WG = tiles.wg;
+  const kt = Math.ceil(K / 4);
+  // S texels cover the 16 columns of every invocation: round the width up to whole blocks.
+  const width = Math.ceil(Math.ceil(Q / COLS) * COLS / perTexel);
+  const ta = pack(L, 0, K, kt, false);
+  const tb = pack(S, 0, Q, width, half);
+  GEMM.dispatch(gpu, half ? "gemm_nn_half" : "gemm_nn_f32", {
+    constants,
+    u: { M: P, N: Q, kt, ldo: Q, kr: K, flags: (opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0) },
+    b: {
+      ta: ta.view,
+      tb: half ? dummyTexture(gpu, "f32") : tb.view,
+      tbh: half ? tb.view : dummyTexture(gpu, "u32"),
+      bias: opts.bias ? opts.bias.binding() : dummyBias(gpu),
+      o: out,
+    },
+    workgroups: [Math.ceil(P / rows), Math.ceil(Q / (COLS * tiles.wg)), 1],
+    label: `gemm_nn [${P}, ${Q}] k ${K}`,
+  });
+  if (!ta.pinned) releaseTexture(gpu, ta);
+  if (!tb.pinned) releaseTexture(gpu, tb);
+  return true;
 }

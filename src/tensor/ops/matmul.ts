@@ -32,7 +32,7 @@
 
 import { record, Tensor } from "../tensor.ts";
 import { sumRows } from "./elementwise.ts";
-import { gemm } from "./gemm.ts";
+import { gemm, gemmNN } from "./gemm.ts";
 import { view } from "./matmul_pack.ts";
 
 export { type MatmulTiles, matmulTiles, setMatmulTiles } from "./gemm.ts";
@@ -127,8 +127,13 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
         : view(b, K, N, N, 1, bBatches, bStride);
       da = Tensor.empty(gpu, a.shape, "f32");
       if (!transA) {
-        if (shared) gemm(view(g, Z * M, N, N, 1), bRowsK, da);
-        else gemm(gRowsM, bRowsK, da);
+        // A Linear-layout b [N, K] is read through its forward staging (bRowsN, rows n along k)
+        // by the transposed GEMM, instead of packing its columns (bRowsK).
+        const gFlat = view(g, Z * M, N, N, 1);
+        if (!(shared && transB && gemmNN(gFlat, bRowsN, da))) {
+          if (shared) gemm(gFlat, bRowsK, da);
+          else gemm(gRowsM, bRowsK, da);
+        }
       } else {
         gemm(bRowsK, gRowsM, da); // dA stored [K, M]
       }
