@@ -24,7 +24,8 @@ GET /v1/models, GET /health, GET /metrics.
   --max_queue N               sequences allowed to wait; more get 429 (default 64)
   --max_tokens_limit N        largest max_tokens, and the default (default 256)
   --max_context N             KV slots per sequence, prompt + answer (default 2048 or less)
-  --prefill_chunk N           prompt positions prefilled per scheduler step (default 256)
+  --prefill_chunk N           prompt positions (rows × positions) prefilled per scheduler step
+                              between decode steps (default 512)
   --api_key KEY               require Authorization: Bearer KEY (not for /health)
   --max_images N              images per request (default 4)
   --max_image_pixels N        width × height of one image (default 40000000)
@@ -100,7 +101,7 @@ export async function serveMain(
     maxQueue: int("max_queue", v.max_queue, 64, 0),
     maxTokensLimit: int("max_tokens_limit", v.max_tokens_limit, 256, 1),
     maxContext: v.max_context === undefined ? undefined : int("max_context", v.max_context, 0, 2),
-    prefillChunk: int("prefill_chunk", v.prefill_chunk, 256, 1),
+    prefillChunk: int("prefill_chunk", v.prefill_chunk, 512, 1),
     apiKey: v.api_key,
     maxImages: int("max_images", v.max_images, 4, 0),
     maxBodyBytes: int("max_body_bytes", v.max_body_bytes, 32 * 1024 * 1024, 1),

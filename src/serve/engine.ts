@@ -4,7 +4,8 @@
 //   1. drops cancelled jobs (their rows leave the batch at once);
 //   2. prefills newcomers while the batch has free rows: the waiting jobs at the head of the
 //      queue that share an adapter and fit `prefillTokens` padded positions are prefilled together,
-//      at most `prefillChunk` positions per iteration (a long prompt spans several iterations);
+//      at most `prefillChunk` padded positions (rows × positions) per iteration, so a long prompt
+//      or a large group spans several iterations between which the running rows keep decoding;
 //      a finished prefill picks each choice's first token and copies the prompt's slots into one
 //      row per choice (n > 1 shares one prefill);
 //   3. runs one decode step per adapter group over all of its live rows (BatchKV), picks the
@@ -59,7 +60,7 @@ export interface EngineOptions {
   maxQueue: number;
   /** KV slots per row: prompt + new tokens of one sequence at most. */
   capacity: number;
-  /** Padded prompt positions per row prefilled per loop iteration (default 256). */
+  /** Padded prompt positions (rows × positions) prefilled per loop iteration (default 512). */
   prefillChunk?: number;
   /** Padded positions (rows × longest prompt) of one prefill group (default 4096). */
   prefillTokens?: number;
@@ -112,7 +113,7 @@ export class Engine {
   constructor(readonly model: SiqvlModel, readonly opts: EngineOptions) {
     if (!(opts.maxBatch >= 1)) throw new Error(`max_batch ${opts.maxBatch} must be ≥ 1`);
     this.#stop = new Set(opts.stopIds);
-    this.#chunk = opts.prefillChunk ?? 256;
+    this.#chunk = opts.prefillChunk ?? 512;
   }
 
   /** Sequences waiting for a row (a job counts its n choices). */
@@ -229,7 +230,8 @@ export class Engine {
       this.#prefilling = { jobs, pixels, pf };
     }
     const p = this.#prefilling;
-    const n = Math.min(this.#chunk, p.pf.remaining);
+    const rows = p.jobs.length;
+    const n = Math.min(Math.max(1, Math.floor(this.#chunk / rows)), p.pf.remaining);
     this.opts.adapters?.activate(p.jobs[0].adapter);
     const logits = await p.pf.step(n);
     if (!logits) return;

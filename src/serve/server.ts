@@ -32,7 +32,7 @@ export interface ServeOptions {
   maxTokensLimit?: number;
   /** KV slots per sequence: prompt + completion (default: min(max_position_embeddings, 2048)). */
   maxContext?: number;
-  /** Prompt positions prefilled per scheduler iteration (default 256). */
+  /** Padded prompt positions (rows × positions) prefilled per scheduler iteration (default 512). */
   prefillChunk?: number;
   /** Require `Authorization: Bearer <key>` (except /health). */
   apiKey?: string;
