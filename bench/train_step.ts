@@ -83,7 +83,7 @@ if (!(BUDGET >= 0)) throw new Error("--activation_budget_mb must be a number >= 
 
 /** Kernel-path switches and checkpoint budget of each variant. */
 const VARIANTS: Record<string, { tuning: Partial<Tuning>; budget: number }> = {
-  base: { tuning: { compactLossRows: false }, budget: 0 },
+  base: { tuning: { compactLossRows: false, transposedGemm: false }, budget: 0 },
   new: { tuning: { ...TUNING_DEFAULTS }, budget: BUDGET },
 };
 const VARIANT_LIST = values.variant!.split(",");
