@@ -210,6 +210,25 @@ Deno.test({
       }
       assert.ok(![...Deno.readDirSync(r.stageDir)].some((e) => e.name === LOCK_FILE), "unlocked");
 
+      // Mid-run checkpoints carry config.json + weights + processor files: they load too.
+      {
+        const { openSiqvl } = await import("../src/models/factory.ts");
+        const { Gpu } = await import("../src/gpu/device.ts");
+        const cp = listCheckpoints(r.stageDir)[0].path;
+        for (
+          const f of ["config.json", "model.safetensors", "tokenizer.json", "modeling_siqvl.py"]
+        ) {
+          assert.ok(Deno.statSync(join(cp, f)).isFile, `${cp}/${f}`);
+        }
+        const b = await openSiqvl(await Gpu.get(), { checkpoint: cp });
+        const tr = await openTensors(join(cp, "trainable.safetensors"));
+        const name = tr.keys().find((k) => k.startsWith("projector."))!;
+        const p = b.model.namedParameters().find(([n]) => n === name)![1];
+        assert.deepEqual([...await p.value.readF32()], [...await tr.readF32(name)]);
+        tr.close();
+        b.dispose();
+      }
+
       // Stage 2 with LoRA: the export says it needs the adapter; merged/ is merged in f32.
       const r2 = await run(argv(m, out, [
         "--stage",

@@ -386,11 +386,16 @@ export function readTrainerState(dir: string): Promise<TrainerState> {
   return readJson<TrainerState>(join(dir, "trainer_state.json"));
 }
 
-/** Save `checkpoint-{step}` atomically under `stageDir`; returns its path. */
+/**
+ * Save `checkpoint-{step}` atomically under `stageDir`; returns its path. `modelFiles` writes
+ * the loadable model (config.json + weights + processor files) into the same directory, so a
+ * checkpoint opens like a final model.
+ */
 export async function saveTrainingCheckpoint(
   stageDir: string,
   parts: TrainingParts,
   state: TrainerState,
+  modelFiles?: (dir: string) => Promise<void>,
 ): Promise<string> {
   const step = state.global_step;
   await refuseNonFinite(parts, `refusing to save checkpoint-${step} in ${stageDir}`);
@@ -415,6 +420,7 @@ export async function saveTrainingCheckpoint(
       dropout_forwards: parts.dropoutForwards,
     });
     await writeTrainerState(dir, { ...state, trainable: parts.trainable.map(([n]) => n) });
+    await modelFiles?.(dir);
   });
 }
 

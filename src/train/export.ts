@@ -244,6 +244,28 @@ async function markAdapterNeeded(dir: string): Promise<void> {
   });
 }
 
+/**
+ * The loadable model files into `dir` (the final directory, `merged/`, and every mid-run
+ * `checkpoint-N/`): config.json + weights in the SiQ-VL layout (the LoRA adapter beside them,
+ * marked, or merged), tokenizer and processor files, the model card and the PyTorch modeling
+ * code. `relativeTo` is where the directory will live (the adapter's base model path is
+ * written relative to it).
+ */
+export async function writeModelDir(
+  model: SiqvlModel,
+  processor: SiqvlProcessor,
+  dir: string,
+  info: ExportInfo,
+  opts: { lora?: "adapter" | "merge"; relativeTo?: string; hubId?: string } = {},
+): Promise<void> {
+  const baseModelNameOrPath = adapterBaseName(info.textId, opts.relativeTo ?? dir);
+  await saveSiqvl(model, dir, { lora: opts.lora ?? "adapter", baseModelNameOrPath });
+  await markAdapterNeeded(dir);
+  await writeProcessorFiles(dir, model, processor, info.tokenizerFrom, info.genMaxNewTokens);
+  await Deno.writeTextFile(join(dir, "README.md"), modelCard(info, opts.hubId));
+  await writeHfRemoteCode(dir);
+}
+
 /** Write the final model into `stageDir` (atomically per directory, see module docs). */
 export async function writeFinalModel(
   model: SiqvlModel,
@@ -272,14 +294,8 @@ export async function writeFinalModel(
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
   await Deno.mkdir(tmp, { recursive: true });
   const warnings: string[] = [];
-  const fill = async (dir: string, lora: "adapter" | "merge") => {
-    const baseModelNameOrPath = adapterBaseName(info.textId, stageDir);
-    await saveSiqvl(model, dir, { lora, baseModelNameOrPath });
-    await markAdapterNeeded(dir);
-    await writeProcessorFiles(dir, model, processor, info.tokenizerFrom, info.genMaxNewTokens);
-    await Deno.writeTextFile(join(dir, "README.md"), modelCard(info, opts.hubId));
-    await writeHfRemoteCode(dir);
-  };
+  const fill = (dir: string, lora: "adapter" | "merge") =>
+    writeModelDir(model, processor, dir, info, { lora, relativeTo: stageDir, hubId: opts.hubId });
   // Extras never take the final model with them: a failure is reported and cleaned up.
   const extra = async (what: string, dir: string, run: () => Promise<unknown>, undo: string[]) => {
     try {

@@ -39,7 +39,7 @@ import {
   type TrainingParts,
   writeTrainerState,
 } from "./checkpoint.ts";
-import { type ExportInfo, writeFinalModel } from "./export.ts";
+import { type ExportInfo, writeFinalModel, writeModelDir } from "./export.ts";
 import type { GenRow } from "./gen_eval.ts";
 import { type MetricRecord, MetricsLog } from "./metrics.ts";
 import { AdamW } from "./optimizer.ts";
@@ -511,7 +511,19 @@ class TrainingRun {
     }
     this.parts.dropoutForwards = step * a.gradient_accumulation_steps;
     const stageDir = this.where.stageDir;
-    const path = await saveTrainingCheckpoint(stageDir, this.parts, this.state(step));
+    const { model, processor } = this.bundle;
+    const info = exportInfoFor(a, this.stage, this.bundle, {
+      globalStep: step,
+      trainLoss: steps.lastTrainLoss,
+      numTrainable: this.numTrainable,
+    }, this.callbacks);
+    const relativeTo = join(stageDir, `checkpoint-${step}`);
+    const path = await saveTrainingCheckpoint(
+      stageDir,
+      this.parts,
+      this.state(step),
+      (dir) => writeModelDir(model, processor, dir, info, { relativeTo }),
+    );
     this.lastCheckpoint = path;
     for (const cb of this.callbacks) cb.onSave?.(step, path);
     const keep = this.callbacks.map((c) => c.protectedCheckpoint?.()).find((p) => p) ?? undefined;
