@@ -2,8 +2,8 @@
 //
 // Each loop iteration
 //   1. drops cancelled jobs (their rows leave the batch at once);
-//   2. prefills newcomers while the batch has free rows: the waiting jobs at the head of the
-//      queue that share an adapter and fit `prefillTokens` padded positions are prefilled together,
+//   2. prefills newcomers while the batch has free rows: the head of the queue and the waiting
+//      jobs for the same adapter that fit `prefillTokens` padded positions are prefilled together,
 //      at most `prefillChunk` padded positions (rows × positions) per iteration, so a long prompt
 //      or a large group spans several iterations between which the running rows keep decoding;
 //      a finished prefill picks each choice's first token and copies the prompt's slots into one
@@ -249,14 +249,19 @@ export class Engine {
     }
   }
 
-  /** The waiting jobs at the head of the queue that can be prefilled together now. */
+  /**
+   * The jobs to prefill together now: the head of the queue and, in queue order, the waiting
+   * jobs for the same adapter that fit the free rows and the group budget.
+   */
   #takeGroup(): EngineJob[] {
     const free = this.opts.maxBatch - this.#liveRows();
     const budget = this.opts.prefillTokens ?? 4096;
+    const head = this.#waiting[0];
+    if (!head || head.choices.length > free) return [];
     const jobs: EngineJob[] = [];
     let rows = 0, longest = 0;
     for (const job of this.#waiting) {
-      if (jobs.length > 0 && job.adapter !== jobs[0].adapter) break;
+      if (job.adapter !== head.adapter) continue;
       const len = Math.max(longest, job.promptIds.length);
       if (rows + job.choices.length > free) break;
       if (jobs.length > 0 && (jobs.length + 1) * len > budget) break;
@@ -264,7 +269,8 @@ export class Engine {
       rows += job.choices.length;
       longest = len;
     }
-    this.#waiting.splice(0, jobs.length);
+    const taken = new Set(jobs);
+    this.#waiting.splice(0, this.#waiting.length, ...this.#waiting.filter((j) => !taken.has(j)));
     return jobs;
   }
 
