@@ -16,6 +16,7 @@ import {
   type SiqvlBundle,
 } from "./main.ts";
 import type { RgbImage } from "../data/image.ts";
+import { askServer } from "./api_client.ts";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const ui = {
@@ -177,53 +178,15 @@ async function askHere(question: string, out: HTMLElement): Promise<number> {
   return r.tokensPerSecond;
 }
 
-async function askServer(question: string, out: HTMLElement): Promise<number> {
+async function askOnServer(question: string, out: HTMLElement): Promise<number> {
   if (!imageBlob) throw new Error("choose an image first");
-  const dataUrl = await new Promise<string>((ok) => {
-    const r = new FileReader();
-    r.onload = () => ok(r.result as string);
-    r.readAsDataURL(imageBlob!);
+  const r = await askServer(location.origin, ui.model.value, imageBlob, question, {
+    maxTokens: 32,
+    onText: (text) => (out.textContent = text),
   });
-  const t0 = performance.now();
-  const res = await fetch("/v1/chat/completions", {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({
-      model: ui.model.value,
-      stream: true,
-      max_tokens: 32,
-      temperature: 0,
-      messages: [{
-        role: "user",
-        content: [{ type: "image_url", image_url: { url: dataUrl } }, {
-          type: "text",
-          text: question,
-        }],
-      }],
-    }),
-  });
-  if (!res.ok || !res.body) throw new Error(`server: HTTP ${res.status} ${await res.text()}`);
-  let text = "", chunks = 0, buf = "";
-  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    buf += value;
-    let nl;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      const line = buf.slice(0, nl).trim();
-      buf = buf.slice(nl + 1);
-      if (!line.startsWith("data:") || line === "data: [DONE]") continue;
-      const delta = JSON.parse(line.slice(5)).choices?.[0]?.delta?.content;
-      if (delta) {
-        text += delta;
-        chunks++;
-        out.textContent = text.trim();
-      }
-    }
-  }
-  const tps = chunks / ((performance.now() - t0) / 1000);
-  note(out, `${chunks} chunks · ${tps.toFixed(1)} chunks/s · server API`);
+  out.textContent = r.text;
+  const tps = r.chunks / r.seconds;
+  note(out, `${r.chunks} tokens · ${tps.toFixed(1)} tokens/s · server API`);
   return tps;
 }
 
@@ -232,7 +195,7 @@ async function send(question: string): Promise<string> {
   const out = message("model", "…");
   ui.send.disabled = true;
   try {
-    const tps = mode() === "api" ? await askServer(question, out) : await askHere(question, out);
+    const tps = mode() === "api" ? await askOnServer(question, out) : await askHere(question, out);
     ui.speed.textContent = `last answer: ${tps.toFixed(1)} tokens/s (${mode()})`;
     return out.firstChild?.textContent ?? "";
   } catch (e) {

@@ -5,9 +5,13 @@
 //
 // Query: ?model=<folder URL>&samples=<JSON URL of [{id, question, image}]>&max_new_tokens=N
 //        &pixels=<JSON URL of [image URLs]> (decode + preprocess digests)
+//        &api=<model id> (also ask the first api_n questions through the server's API)
+// It also loads the model twice through one Cache API store: the second load must download
+// nothing (a page reload with cached weights).
 
 import {
   ask,
+  askServer,
   checkShaders,
   decodeInBrowser,
   digest,
@@ -53,6 +57,17 @@ async function run() {
     answers.push({ id: s.id, tokens: r.tokens, text: r.text });
   }
   bundle.dispose();
+  const cache = await cachedReload(folder.path);
+  const api = [];
+  if (q.get("api")) {
+    for (const s of samples.slice(0, Number(q.get("api_n") ?? 4))) {
+      const blob = await (await fetch(s.image)).blob();
+      const r = await askServer(location.origin, q.get("api")!, blob, s.question, {
+        maxTokens: maxNewTokens,
+      });
+      api.push({ id: s.id, text: r.text });
+    }
+  }
   return {
     ok: true,
     adapter,
@@ -64,8 +79,32 @@ async function run() {
     network: folder.stats,
     pixels,
     answers,
+    api,
+    cache,
     tokensPerSecond: seconds > 0 ? tokens / seconds : 0,
   };
+}
+
+// Load twice through a fresh Cache API store; the second load's network bytes must be 0.
+async function cachedReload(url: string) {
+  const name = `siqvl-check-${Date.now()}`;
+  const store = await caches.open(name);
+  try {
+    const gpu = await Gpu.get();
+    const first = httpFolder(url, { cache: store });
+    (await openSiqvl(gpu, { checkpoint: first })).dispose();
+    const t0 = performance.now();
+    const again = httpFolder(url, { cache: store });
+    (await openSiqvl(gpu, { checkpoint: again })).dispose();
+    return {
+      firstBytes: first.stats.bytes,
+      reloadBytes: again.stats.bytes,
+      reloadCacheHits: again.stats.cacheHits,
+      reloadSeconds: (performance.now() - t0) / 1000,
+    };
+  } finally {
+    await caches.delete(name);
+  }
 }
 
 function size(img: { width: number; height: number }) {

@@ -18,3 +18,4 @@ export { preprocessRgb } from "../data/image_processor.ts";
 export { ask, type AskResult, decodeAnswer } from "./ask.ts";
 export { checkShaders, type ShaderCheck } from "./shader_check.ts";
 export { digest } from "./digest.ts";
+export { askServer, type ServerAnswer } from "./api_client.ts";

@@ -24,6 +24,7 @@ import { openSiqvl } from "../../src/models/factory.ts";
 import { ask, type AskResult } from "../../src/web/ask.ts";
 import { digest } from "../../src/web/digest.ts";
 import { webHandler } from "../../src/web/static.ts";
+import { startServer } from "../../src/serve/server.ts";
 import { checkShaders, type ShaderCheck } from "../../src/web/shader_check.ts";
 import { Chromium, findChromium } from "./chromium.ts";
 
@@ -66,6 +67,13 @@ interface PageResult {
   network: { requests: number; bytes: number; cacheHits: number };
   pixels: { url: string; rgb: string; input: string; width: number; height: number }[];
   answers: { id: string; tokens: number[]; text: string }[];
+  api: { id: string; text: string }[];
+  cache: {
+    firstBytes: number;
+    reloadBytes: number;
+    reloadCacheHits: number;
+    reloadSeconds: number;
+  };
   tokensPerSecond: number;
 }
 
@@ -149,7 +157,6 @@ async function main(): Promise<number> {
     denoSeconds += r.prefillSeconds + r.decodeSeconds;
     denoAnswers.push(r);
   }
-  bundle.dispose();
   const denoTps = denoSeconds > 0 ? denoTokens / denoSeconds : 0;
   console.log(
     `[browser] deno (${gpu.adapterDescription}): shaders ${
@@ -158,16 +165,18 @@ async function main(): Promise<number> {
       `${denoShaders.length} built, load ${denoLoad.toFixed(2)} s, ${denoTps.toFixed(1)} tokens/s`,
   );
 
-  // The page.
+  // The page, served with the API (the same model answers the page's "on the server" questions).
   const web = webHandler({ models: { demo: checkpoint }, files: { samples: files } });
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    async (req) => (await web(req)) ?? new Response("not found\n", { status: 404 }),
-  );
-  const base = `http://127.0.0.1:${server.addr.port}`;
+  const server = startServer(bundle, { modelName: "demo", web, maxBatch: 4 });
+  const cleanup = async () => {
+    await server.shutdown();
+    bundle.dispose();
+    await Deno.remove(files, { recursive: true });
+  };
+  const base = server.url;
   console.log(`[browser] chromium: ${base}/web/check.html`);
   const url = `${base}/web/check.html?model=/models/demo/&samples=/files/samples/samples.json` +
-    `&pixels=/files/samples/pixels.json&max_new_tokens=${maxNewTokens}`;
+    `&pixels=/files/samples/pixels.json&max_new_tokens=${maxNewTokens}&api=demo&api_n=4`;
   let failures = 0;
   let page: PageResult;
   const browser = await Chromium.launch(chromium);
@@ -182,8 +191,7 @@ async function main(): Promise<number> {
     console.error(
       `browser: the page failed: ${page.error}\n${browser.console.slice(-20).join("\n")}`,
     );
-    await server.shutdown();
-    await Deno.remove(files, { recursive: true });
+    await cleanup();
     return 1;
   }
   const bad = [
@@ -224,12 +232,22 @@ async function main(): Promise<number> {
       );
     }
   });
+  const c = page.cache;
+  console.log(
+    `  Cache API: first load ${c.firstBytes} bytes, reload ${c.reloadBytes} bytes ` +
+      `(${c.reloadCacheHits} files from the cache, ${c.reloadSeconds.toFixed(2)} s)`,
+  );
+  if (c.firstBytes === 0 || c.reloadBytes !== 0) failures++;
+  page.api.forEach((a, i) => {
+    const same = a.text === denoAnswers[i].text;
+    console.log(`  server API from the page: "${a.text}" ${same ? "=" : "DIFFERENT from"} deno`);
+    if (!same) failures++;
+  });
   if (v.keep_open) {
     console.log(`[browser] serving ${base}/ (Ctrl-C to stop)`);
-    await server.finished;
+    await new Promise(() => {});
   }
-  await server.shutdown();
-  await Deno.remove(files, { recursive: true });
+  await cleanup();
   if (identical !== denoAnswers.length) failures++;
   console.log(
     `browser: ${identical}/${denoAnswers.length} answers identical to deno (${page.adapter}, ` +
