@@ -19,7 +19,14 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/device.ts";
-import { f32ToBf16Bits, linear, noGrad, setMatmulTiles, Tensor } from "../src/tensor/mod.ts";
+import {
+  f32ToBf16Bits,
+  linear,
+  noGrad,
+  setMatmulTiles,
+  Tensor,
+  tuning,
+} from "../src/tensor/mod.ts";
 
 /** One line of the table. */
 export interface BenchRow {
@@ -197,6 +204,80 @@ const matmulSection: BenchSection = {
   },
 };
 
+// ---- matmul input gradient: transposed GEMM vs packed transpose ----
+
+/** [M, K, N] of the input-gradient products (the LoRA step's frozen MLP weights). */
+export const GRAD_SHAPES: [number, number, number][] = [
+  [351, 896, 4864],
+  [351, 4864, 896],
+];
+
+/** Time dx of linear(x [M, K], w [N, K] bf16) = g [M, N] · w (forward timed and subtracted). */
+async function benchInputGrad(
+  M: number,
+  K: number,
+  N: number,
+  transposed: boolean,
+  iters: number,
+): Promise<{ ms: number; cpuMs: number }> {
+  const gpu = await Gpu.get();
+  const prev = tuning.transposedGemm;
+  tuning.transposedGemm = transposed;
+  try {
+    const x = Tensor.fromBytes(gpu, weightBytes(M, K, "f32"), [M, K], "f32");
+    x.requiresGrad = true;
+    const w = Tensor.fromBytes(gpu, weightBytes(N, K, "bf16"), [N, K], "bf16");
+    const g = Tensor.fromBytes(gpu, weightBytes(M, N, "f32"), [M, N], "f32");
+    const once = () => {
+      const y = linear(x, w);
+      y.backward(g.view(g.shape));
+      y.dispose();
+      x.grad!.dispose();
+      x.grad = null;
+    };
+    once(); // warm-up
+    await gpu.sync();
+    const c0 = cpuMs(), t0 = performance.now();
+    for (let i = 0; i < iters; i++) once();
+    await gpu.sync();
+    const both = { ms: performance.now() - t0, cpu: cpuMs() - c0 };
+    const c1 = cpuMs(), t1 = performance.now();
+    for (let i = 0; i < iters; i++) noGrad(() => linear(x, w)).dispose();
+    await gpu.sync();
+    const fwd = { ms: performance.now() - t1, cpu: cpuMs() - c1 };
+    for (const t of [x, w, g]) t.dispose();
+    return { ms: (both.ms - fwd.ms) / iters, cpuMs: (both.cpu - fwd.cpu) / iters };
+  } finally {
+    tuning.transposedGemm = prev;
+  }
+}
+
+const matmulGradSection: BenchSection = {
+  name: "matmul-grad",
+  run: async ({ quick }) => {
+    const rows: BenchRow[] = [];
+    for (const [M, K, N] of quick ? GRAD_SHAPES.slice(0, 1) : GRAD_SHAPES) {
+      const flops = 2 * M * K * N;
+      for (const transposed of [false, true]) {
+        const r = await benchInputGrad(M, K, N, transposed, quick ? 1 : 3);
+        rows.push({
+          family: "matmul",
+          kernel: `input grad g·w, ${transposed ? "transposed GEMM" : "packed transpose"}`,
+          shape: `${M}×${K}×${N}`,
+          dtype: "w bf16",
+          ms: r.ms,
+          rate: flops / r.ms / 1e6,
+          unit: "GFLOP/s",
+          cpuMs: r.cpuMs,
+          work: flops / 1e9,
+        });
+        printRow(rows[rows.length - 1]);
+      }
+    }
+    return rows;
+  },
+};
+
 // ---- other families (their bench files live next to this one) ----
 
 async function exists(rel: string): Promise<boolean> {
@@ -272,6 +353,7 @@ const adamwSection: BenchSection = {
 /** Every benchmark family, in table order. */
 export const SECTIONS: BenchSection[] = [
   matmulSection,
+  matmulGradSection,
   attentionSection,
   linearCESection,
   adamwSection,
