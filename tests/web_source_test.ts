@@ -16,6 +16,7 @@ import { openFolderTensors } from "../src/io/reader.ts";
 import { webHandler } from "../src/web/static.ts";
 import { ask } from "../src/web/ask.ts";
 import { checkShaders } from "../src/web/shader_check.ts";
+import { loadShaderSources, SHADER_FILES } from "../src/gpu/shaders.ts";
 import { gpu, GPU_TEST } from "./util.ts";
 
 async function withServer(
@@ -165,4 +166,28 @@ Deno.test("web: every shader entry point builds on this adapter", GPU_TEST, asyn
   assert.ok(results.length >= 40, `${results.length} entry points`);
   const bad = results.filter((r) => !r.ok).map((r) => `${r.shader}:${r.entry}: ${r.error}`);
   assert.deepEqual(bad, []);
+});
+
+// WebGPU guarantees 256 invocations per workgroup (x, y ≤ 256, z ≤ 64) and no more: SwiftShader,
+// Chromium's software adapter, stops there. Sizes named by override/const are read at their
+// default value (a kernel passing a larger override must check the adapter's limits itself).
+Deno.test("web: every @workgroup_size fits WebGPU's guaranteed limits (256 invocations)", async () => {
+  const sources = await loadShaderSources(SHADER_FILES);
+  const over: string[] = [];
+  for (const [name, code] of sources) {
+    const value = (arg: string): number => {
+      const t = arg.trim();
+      if (/^\d+u?$/.test(t)) return parseInt(t, 10);
+      const m = new RegExp(`(?:override|const)\\s+${t}\\s*(?::\\s*\\w+)?\\s*=\\s*(\\d+)`).exec(
+        code,
+      );
+      if (!m) throw new Error(`${name}.wgsl: workgroup size ${t} has no default`);
+      return parseInt(m[1], 10);
+    };
+    for (const m of code.matchAll(/@workgroup_size\(([^)]*)\)/g)) {
+      const [x, y = 1, z = 1] = m[1].split(",").filter((s) => s.trim()).map(value);
+      if (x * y * z > 256 || x > 256 || y > 256 || z > 64) over.push(`${name}: ${m[0]}`);
+    }
+  }
+  assert.deepEqual(over, []);
 });

@@ -99,7 +99,15 @@ async function main(): Promise<number> {
   }
   let checkpoint = v.checkpoint ?? findDemoCheckpoint();
   if (!checkpoint) {
-    console.log("[browser] no demo checkpoint under out/demo/runs: running `deno task demo`");
+    try {
+      Deno.statSync(join(ROOT, "out/demo"));
+      console.error(
+        "browser: out/demo holds no finished stage-2 checkpoint (a demo still running?); " +
+          "pass --checkpoint DIR or let `deno task demo` finish",
+      );
+      return 1;
+    } catch { /* no out/demo: train it */ }
+    console.log("[browser] no demo checkpoint (out/demo): running `deno task demo` first");
     const st = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "--unstable-webgpu", join(ROOT, "cli/demo.ts")],
       cwd: ROOT,
