@@ -122,7 +122,14 @@ export async function rollout(
       padTokenId: processor.ids.pad,
       seed,
     });
-    tokens = res.tokens;
+    // A completion cannot carry image placeholders (they would need image features): cut a
+    // sampled one at its first vision token.
+    const ids = processor.ids;
+    const vision = new Set([ids.imagePad, ids.visionStart, ids.visionEnd]);
+    tokens = res.tokens.map((t) => {
+      const k = t.findIndex((x) => vision.has(x));
+      return k < 0 ? t : t.slice(0, Math.max(1, k)).map((x) => (vision.has(x) ? ids.pad : x));
+    });
   } finally {
     px.dispose();
     model.train(wasTraining);
