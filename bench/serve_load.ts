@@ -8,8 +8,8 @@
 //
 //   deno run -A --unstable-webgpu bench/serve_load.ts --checkpoint DIR [--levels 1,4,16,64]
 //     [--requests N (per level; default max(16, clients))] [--max_tokens 8] [--ignore_eos]
-//     [--adapters a=DIR,...] [--models demo,a (the ids requests cycle through; default the base
-//     and every adapter)] [--modes one-at-a-time,continuous]
+//     [--adapters a=DIR,...] [--models demo,a;a (mixes separated by ";": the ids a run's
+//     requests cycle through; default the base and every adapter)] [--modes ...]
 //
 // --ignore_eos (vLLM's extension, as its serving benchmark uses for fixed output lengths) makes
 // every answer exactly max_tokens long; the shapes answer is then its first word.
@@ -45,11 +45,10 @@ interface Req {
   url: string;
   question: string;
   answer: string;
-  model: string;
 }
 
 /** Held-out shapes questions with their images as PNG data URLs. */
-async function workload(n: number, size: number, models: string[]): Promise<Req[]> {
+async function workload(n: number, size: number): Promise<Req[]> {
   const out: Req[] = [];
   for (let i = 0; i < n; i++) {
     const s = generateShapesSample(9173, i, size);
@@ -62,7 +61,6 @@ async function workload(n: number, size: number, models: string[]): Promise<Req[
       url: imageDataUrl(await img.encode()),
       question: s.question,
       answer: s.answer,
-      model: models[i % models.length],
     });
   }
   return out;
@@ -77,11 +75,11 @@ interface Outcome {
 }
 
 /** One streaming request; TTFT = first chunk with content or a finish reason. */
-async function send(base: string, r: Req): Promise<Outcome> {
+async function send(base: string, r: Req, model: string): Promise<Outcome> {
   const t0 = performance.now();
   try {
     const res = await streamChat(`${base}/v1`, {
-      model: r.model,
+      model,
       messages: [{
         role: "user",
         content: [{ type: "image_url", image_url: { url: r.url } }, {
@@ -149,74 +147,81 @@ const adapterSpecs = (v.adapters ?? "").split(",").filter(Boolean).map((s) => {
 });
 const adapters = await AdapterSet.load(gpu, bundle.model, adapterSpecs);
 const modelName = "demo";
-const models = v.models ? v.models.split(",") : [modelName, ...adapters.names];
+// Model mixes: requests of a run cycle through the ids of one mix.
+const mixes = (v.models ?? [modelName, ...adapters.names].join(",")).split(";").map((m) =>
+  m.split(",")
+);
 const most = Math.max(...levels.map((c) => Number(v.requests ?? Math.max(16, c))));
-const reqs = await workload(most, bundle.model.config.vision.imageSize, models);
-const reference: (string | undefined)[] = [];
+const reqs = await workload(most, bundle.model.config.vision.imageSize);
+/** The first answer seen for request i from model m ("i:m"). */
+const reference = new Map<string, string>();
 const rows: Row[] = [];
 
 // Level by level, each mode on a fresh server (the model is shared), so every level compares the
 // two modes back to back; rows are printed as they complete.
 console.error(header());
 for (const clients of levels) {
-  for (const mode of v.modes!.split(",")) {
-    const server = startServer(bundle, {
-      modelName,
-      maxBatch: mode === "continuous" ? 64 : 1,
-      maxQueue: 1024,
-      maxTokensLimit: maxTokens,
-      maxContext: 256,
-      adapters,
-    });
-    // Warm-up (shader compilation) outside the measurement.
-    await send(server.url, reqs[0]);
-    const n = Number(v.requests ?? Math.max(16, clients));
-    const outcomes: Outcome[] = new Array(n);
-    let next = 0;
-    const b0 = server.metrics.batchSize.sum, c0 = server.metrics.batchSize.count;
-    const t0 = performance.now();
-    await Promise.all(Array.from({ length: clients }, async () => {
-      while (next < n) {
-        const i = next++;
-        outcomes[i] = await send(server.url, reqs[i]);
-      }
-    }));
-    const seconds = (performance.now() - t0) / 1000;
-    let failed = 0, mixed = 0, correct = 0;
-    outcomes.forEach((o, i) => {
-      if (!o.ok) failed++;
-      else if (reference[i] === undefined) reference[i] = o.text;
-      else if (reference[i] !== o.text) mixed++;
-      // The answer word (with ignore_eos, the text the model adds after its end of turn follows).
-      const first = o.text.trim().split(/[^A-Za-z]+/)[0];
-      if (o.ok && (v.ignore_eos ? first : o.text.trim()) === reqs[i].answer) correct++;
-    });
-    const good = outcomes.filter((o) => o.ok);
-    const steps = server.metrics.batchSize.count - c0;
-    rows.push({
-      mode,
-      clients,
-      requests: n,
-      seconds,
-      tokens: good.reduce((s, o) => s + o.tokens, 0),
-      ttft50: pct(good.map((o) => o.ttft), 0.5),
-      ttft99: pct(good.map((o) => o.ttft), 0.99),
-      lat50: pct(good.map((o) => o.latency), 0.5),
-      lat99: pct(good.map((o) => o.latency), 0.99),
-      failed,
-      mixed,
-      correct,
-      meanBatch: steps ? (server.metrics.batchSize.sum - b0) / steps : 0,
-    });
-    const r = rows[rows.length - 1];
-    console.error(tableRow(r));
-    await server.shutdown();
+  for (const mix of mixes) {
+    for (const mode of v.modes!.split(",")) {
+      const server = startServer(bundle, {
+        modelName,
+        maxBatch: mode === "continuous" ? 64 : 1,
+        maxQueue: 1024,
+        maxTokensLimit: maxTokens,
+        maxContext: 256,
+        adapters,
+      });
+      // Warm-up (shader compilation) outside the measurement.
+      await send(server.url, reqs[0], mix[0]);
+      const n = Number(v.requests ?? Math.max(16, clients));
+      const outcomes: Outcome[] = new Array(n);
+      let next = 0;
+      const b0 = server.metrics.batchSize.sum, c0 = server.metrics.batchSize.count;
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: clients }, async () => {
+        while (next < n) {
+          const i = next++;
+          outcomes[i] = await send(server.url, reqs[i], mix[i % mix.length]);
+        }
+      }));
+      const seconds = (performance.now() - t0) / 1000;
+      let failed = 0, mixed = 0, correct = 0;
+      outcomes.forEach((o, i) => {
+        const key = `${i}:${mix[i % mix.length]}`;
+        if (!o.ok) failed++;
+        else if (!reference.has(key)) reference.set(key, o.text);
+        else if (reference.get(key) !== o.text) mixed++;
+        // The answer word (with ignore_eos, the text the model adds after its end of turn follows).
+        const first = o.text.trim().split(/[^A-Za-z]+/)[0];
+        if (o.ok && (v.ignore_eos ? first : o.text.trim()) === reqs[i].answer) correct++;
+      });
+      const good = outcomes.filter((o) => o.ok);
+      const steps = server.metrics.batchSize.count - c0;
+      rows.push({
+        mode: mixes.length > 1 ? `${mode} (${mix.join("+")})` : mode,
+        clients,
+        requests: n,
+        seconds,
+        tokens: good.reduce((s, o) => s + o.tokens, 0),
+        ttft50: pct(good.map((o) => o.ttft), 0.5),
+        ttft99: pct(good.map((o) => o.ttft), 0.99),
+        lat50: pct(good.map((o) => o.latency), 0.5),
+        lat99: pct(good.map((o) => o.latency), 0.99),
+        failed,
+        mixed,
+        correct,
+        meanBatch: steps ? (server.metrics.batchSize.sum - b0) / steps : 0,
+      });
+      const r = rows[rows.length - 1];
+      console.error(tableRow(r));
+      await server.shutdown();
+    }
   }
 }
 
 console.log(
   `\nserve_load: ${v.checkpoint}, greedy, max_tokens ${maxTokens}` +
-    `${v.ignore_eos ? " (ignore_eos)" : ""}, models ${models.join(", ")}, ` +
+    `${v.ignore_eos ? " (ignore_eos)" : ""}, models ${mixes.map((m) => m.join("+")).join("; ")}, ` +
     `streaming clients on 127.0.0.1\n`,
 );
 console.log(header());

@@ -44,6 +44,8 @@ export interface ServeOptions {
   adapters?: AdapterSet;
   /** Extra GET routes tried before the 404 (the web page, src/web/static.ts); /models/ after auth. */
   web?: (req: Request) => Promise<Response | null>;
+  /** Seconds between `: ping` comments on a stream (default 15). */
+  pingSeconds?: number;
 }
 
 /** A running server. */
@@ -374,12 +376,15 @@ export class ChatService {
 
     const enc = new TextEncoder();
     let closed = false;
+    let ping: ReturnType<typeof setInterval> | undefined;
     const stream = new ReadableStream<Uint8Array>({
       start: (ctl) => {
         const send = (s: string) => {
           if (!closed) ctl.enqueue(enc.encode(s));
         };
         emit = (c) => send(`data: ${JSON.stringify(c)}\n\n`);
+        // SSE comments keep a waiting or long-prefilling stream alive (clients ignore them).
+        ping = setInterval(() => send(": ping\n\n"), (this.opts.pingSeconds ?? 15) * 1000);
         for (let i = 0; i < r.n; i++) emit(chunkOf(i, { role: "assistant", content: "" }, null));
         finished.then((done) => {
           const err = done.find((c) => c.finish === "error");
@@ -400,6 +405,7 @@ export class ChatService {
             );
           }
           send("data: [DONE]\n\n");
+          clearInterval(ping);
           if (!closed) {
             closed = true;
             ctl.close();
@@ -408,6 +414,7 @@ export class ChatService {
       },
       cancel: () => {
         closed = true;
+        clearInterval(ping);
         abort.abort();
       },
     });
