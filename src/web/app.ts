@@ -17,6 +17,7 @@ import {
 } from "./main.ts";
 import type { RgbImage } from "../data/image.ts";
 import { askServer } from "./api_client.ts";
+import { openFolderTensors } from "../io/reader.ts";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const ui = {
@@ -58,6 +59,9 @@ async function startGpu(): Promise<void> {
   if (!("gpu" in navigator)) {
     gpuError = "WebGPU is not available in this browser (navigator.gpu is missing; it needs " +
       "a secure context: https or http://127.0.0.1). Use “on the server (API)”.";
+  } else if (!(await navigator.gpu.requestAdapter())) {
+    gpuError = "WebGPU is present but this browser offers no adapter (no supported GPU, or it is " +
+      "blocklisted; Chromium without a GPU needs --enable-unsafe-webgpu). Use “on the server (API)”.";
   } else {
     try {
       gpu = await Gpu.get();
@@ -114,6 +118,8 @@ async function loadModel(): Promise<void> {
   const folder = folderFor(ui.model.value);
   setStatus(`Loading ${folder.path} …`);
   try {
+    const tooBig = await largestTensorOver(folder, gpu.limits.maxStorageBufferBindingSize);
+    if (tooBig) throw new Error(tooBig);
     bundle = await openSiqvl(gpu, { checkpoint: folder });
     const s = (performance.now() - t0) / 1000;
     const stats = (folder as { stats?: { bytes: number; cacheHits: number } }).stats;
@@ -138,6 +144,24 @@ async function loadModel(): Promise<void> {
     );
   } finally {
     ui.load.disabled = false;
+  }
+}
+
+// The model does not fit when one weight, widened to f32, exceeds what a shader may bind.
+async function largestTensorOver(folder: ModelFolder, limit: number): Promise<string | null> {
+  const reader = await openFolderTensors(folder);
+  try {
+    for (const name of reader.keys()) {
+      const bytes = 4 * reader.info(name).shape.reduce((a, b) => a * b, 1);
+      if (bytes > limit) {
+        return `the model does not fit this adapter: weight ${name} needs ` +
+          `${(bytes / 2 ** 20).toFixed(0)} MiB as f32, but a shader may bind at most ` +
+          `${(limit / 2 ** 20).toFixed(0)} MiB here`;
+      }
+    }
+    return null;
+  } finally {
+    reader.close();
   }
 }
 

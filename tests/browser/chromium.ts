@@ -68,11 +68,15 @@ export class Chromium {
   }
 
   /** Start chromium headless with WebGPU and attach to its blank page. */
-  static async launch(binary: string, extraFlags: string[] = []): Promise<Chromium> {
+  static async launch(
+    binary: string,
+    extraFlags: string[] = [],
+    baseFlags: readonly string[] = WEBGPU_FLAGS,
+  ): Promise<Chromium> {
     const profile = await Deno.makeTempDir({ prefix: "siqvl-chromium-" });
     const proc = new Deno.Command(binary, {
       args: [
-        ...WEBGPU_FLAGS,
+        ...baseFlags,
         ...extraFlags,
         `--user-data-dir=${profile}`,
         "--remote-debugging-port=0",

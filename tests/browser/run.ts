@@ -26,7 +26,7 @@ import { digest } from "../../src/web/digest.ts";
 import { webHandler } from "../../src/web/static.ts";
 import { startServer } from "../../src/serve/server.ts";
 import { checkShaders, type ShaderCheck } from "../../src/web/shader_check.ts";
-import { Chromium, findChromium } from "./chromium.ts";
+import { Chromium, findChromium, WEBGPU_FLAGS } from "./chromium.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -251,6 +251,21 @@ async function main(): Promise<number> {
     console.log(`  server API from the page: "${a.text}" ${same ? "=" : "DIFFERENT from"} deno`);
     if (!same) failures++;
   });
+  // Without --enable-unsafe-webgpu headless Chromium offers no adapter: the page must say so.
+  const plain = await Chromium.launch(
+    chromium,
+    [],
+    WEBGPU_FLAGS.filter((f) => !f.includes("webgpu")),
+  );
+  try {
+    await plain.run(`${base}/`, 60_000);
+    const status = await plain.evaluate<string>("document.getElementById('status').textContent");
+    const clear = /WebGPU/.test(status) && /server \(API\)/.test(status);
+    console.log(`  page without WebGPU: "${status}"`);
+    if (!clear) failures++;
+  } finally {
+    await plain.close();
+  }
   if (v.keep_open) {
     console.log(`[browser] serving ${base}/ (Ctrl-C to stop)`);
     await new Promise(() => {});
