@@ -61,10 +61,10 @@ export const REASONING_DEMO_CONFIG: ReasoningDemoConfig = {
   format: "think",
   seed: 42,
   stage3: { steps: 150, lr: 3e-3, batch: 16 },
-  dpo: { steps: 30, lr: 2e-3, pairs: 8, beta: 0.1 },
-  grpo: { steps: 15, lr: 1e-3, prompts: 4, generations: 4, maxCompletion: 64, temperature: 1 },
+  dpo: { steps: 20, lr: 2e-3, pairs: 8, beta: 0.1 },
+  grpo: { steps: 10, lr: 1e-3, prompts: 4, generations: 4, maxCompletion: 48, temperature: 1 },
   heldOut: { questions: 200, pairs: 100, prompts: 32 },
-  maxNewTokens: 64,
+  maxNewTokens: 48,
 };
 
 /** Held-out seeds (never a training seed). */

@@ -143,7 +143,7 @@ export function generateCotShapesSample(
     }
   }
   const shapes: DrawnShape[] = cells.map((c, i) => {
-    const r = cell * (0.3 + 0.1 * rnd());
+    const r = cell * (0.38 + 0.08 * rnd()); // large: a cell's colour must be easy to read
     const slack = Math.max(0, cell / 2 - r - 1);
     return {
       kind: pick(SHAPE_KINDS),
