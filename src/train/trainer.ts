@@ -10,6 +10,7 @@
 //   4. the final model directory, the loss plot, optionally the hub upload.
 
 import { join, resolve } from "node:path";
+import { announce } from "../gpu/announce.ts";
 import { Gpu } from "../gpu/device.ts";
 import { pathKind } from "../io/file.ts";
 import type { SiqvlProcessor } from "../data/processor.ts";
@@ -328,8 +329,7 @@ class TrainingRun {
     const a = opts.args;
     const log = opts.log ?? ((s: string) => console.log(s));
     const t0 = performance.now();
-    const gpu = await Gpu.get();
-    log(`[siqvl] WebGPU: ${gpu.describe()}`);
+    const gpu = await announce(undefined, log); // the adapter line, once per process
     const stage = stageFor(a);
     if (a.learning_rate > 0.1 || a.learning_rate < 1e-7) {
       log(
