@@ -16,9 +16,9 @@
 //     [--quick] [--variants] [--markdown]
 // --variants: matmul rows for every GEMM variant (MATMUL_VARIANTS), not only the shipped choice.
 
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/device.ts";
+import { processCpuSeconds } from "../src/gpu/profile.ts";
 import {
   f32ToBf16Bits,
   linear,
@@ -52,10 +52,7 @@ export interface BenchSection {
   run: (o: { quick: boolean; numpy: boolean; variants: boolean }) => Promise<BenchRow[]>;
 }
 
-function cpuMs(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
-}
+const cpuMs = () => processCpuSeconds() * 1000;
 
 // ---- matmul ----
 

@@ -23,6 +23,8 @@
 // forwards). The autograd tape remembers each node's part, so backward kernels are charged to
 // "backward:<part>", and a gradient-checkpointing recompute to "recompute:<part>".
 
+import process from "node:process";
+
 /** Kinds of recorded work. */
 export type ProfileKind = "kernel" | "copy" | "upload" | "readback";
 
@@ -279,18 +281,13 @@ export function peakRssBytes(): number {
 }
 
 /**
- * CPU seconds this process has used (user + system, all threads; /proc/self/stat on Linux, in
- * 10 ms ticks), NaN elsewhere. On lavapipe the shaders run on this process's threads, so work per
- * CPU-second is a load-independent rate on a shared machine (bench/RESULTS.md).
+ * CPU seconds this process has used (user + system, all threads). On lavapipe the shaders run on
+ * this process's threads, so work per CPU-second is a load-independent rate on a shared machine
+ * (bench/RESULTS.md).
  */
 export function processCpuSeconds(): number {
-  try {
-    const stat = Deno.readTextFileSync("/proc/self/stat");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime (fields 14, 15)
-  } catch {
-    return NaN;
-  }
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
 }
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
