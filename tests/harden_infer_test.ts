@@ -58,6 +58,15 @@ Deno.test({
           JSON.stringify(opts),
         );
       }
+      // Seeds beyond 32 bits are refused, not wrapped onto another seed.
+      await assert.rejects(
+        generate(model, { inputIds: [prompt] }, {
+          doSample: true,
+          seed: 2 ** 32 + 5,
+          padTokenId: 0,
+        }),
+        /seed must be an integer in \[0, 2\^32\), got 4294967301/,
+      );
       // The same prompt with finite pixels still generates.
       const good = Tensor.from(g, inp.pixelValues.slice(0, per), [1, ...inp.pixelShape.slice(1)]);
       const res = await generate(model, { inputIds: [prompt], pixelValues: good }, {

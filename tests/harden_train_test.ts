@@ -165,7 +165,7 @@ function argv(m: { vision: string; text: string }, out: string, extra: string[] 
     "--dataloader_num_workers",
     "1",
     "--max_steps",
-    "2",
+    "3",
     "--save_steps",
     "1",
   ];
@@ -327,6 +327,22 @@ Deno.test({
             last.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
           }: the trainable weights hold \\d+ non-finite`,
         ),
+      );
+
+      // A data state that does not fit this data names data_state.json.
+      const first = cps[0].path;
+      await Deno.writeTextFile(join(first, "data_state.json"), '{"dataset": {"kind": "bogus"}}');
+      await assert.rejects(
+        run(
+          argv(m, out, [
+            "--save_pytorch_bin",
+            "--run_name",
+            "hard",
+            "--resume_from_checkpoint",
+            first,
+          ]),
+        ),
+        /checkpoint-1\/data_state\.json: /,
       );
 
       // A run that fails at start (no such data) leaves no run folder behind.

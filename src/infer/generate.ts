@@ -26,7 +26,11 @@ export async function generate(
   const maxNew = opts.maxNewTokens ?? 64;
   const { stop, pad } = resolveIds(model, opts);
   const stopSet = new Set(stop);
-  const random = rng(opts.seed ?? 0);
+  const seed = opts.seed ?? 0;
+  if (!(Number.isInteger(seed) && seed >= 0 && seed <= 0xffffffff)) {
+    throw new Error(`generate: seed must be an integer in [0, 2^32), got ${seed} (not wrapped)`);
+  }
+  const random = rng(seed);
   const b = input.inputIds.length;
   const vocab = model.config.text.vocabSize;
   const t0 = performance.now();
