@@ -15,6 +15,7 @@ import { httpFolder } from "../src/io/source_http.ts";
 import { openFolderTensors } from "../src/io/reader.ts";
 import { webHandler } from "../src/web/static.ts";
 import { ask } from "../src/web/ask.ts";
+import { filesFolder } from "../src/web/files_folder.ts";
 import { checkShaders } from "../src/web/shader_check.ts";
 import { loadShaderSources, SHADER_FILES } from "../src/gpu/shaders.ts";
 import { gpu, GPU_TEST } from "./util.ts";
@@ -72,20 +73,41 @@ Deno.test(
           local.close();
         }
         const requestsBefore = folder.stats.requests;
+        // The same files picked as a hub cache folder (refs/main names the revision to use).
+        const picked = [
+          { file: new File(["rev1\n"], "main"), path: "models--org--tiny/refs/main" },
+          {
+            file: new File(["{}"], "config.json"),
+            path: "models--org--tiny/snapshots/rev0/config.json",
+          },
+        ];
+        for (const e of Deno.readDirSync(dir)) {
+          if (!e.isFile) continue;
+          const file = new File([await Deno.readFile(join(dir, e.name))], e.name);
+          picked.push({ file, path: `models--org--tiny/snapshots/rev1/${e.name}` });
+        }
         const viaHttp = await openSiqvl(g, { checkpoint: folder });
         const viaDisk = await openSiqvl(g, { checkpoint: dir });
+        const viaPick = await openSiqvl(g, { checkpoint: await filesFolder(picked) });
         try {
           assert.ok(folder.stats.requests > requestsBefore + 10, "weights came by ranges");
           for (const s of heldOutSamples(DEMO_CONFIG, 3)) {
             const a = await ask(viaHttp, s.image as RgbImage, s.question, { maxNewTokens: 4 });
             const b = await ask(viaDisk, s.image as RgbImage, s.question, { maxNewTokens: 4 });
+            const c = await ask(viaPick, s.image as RgbImage, s.question, { maxNewTokens: 4 });
             assert.deepEqual(a.tokens, b.tokens, s.question);
+            assert.deepEqual(c.tokens, b.tokens, s.question);
             assert.ok(a.tokens.length > 0);
           }
         } finally {
           viaHttp.dispose();
           viaDisk.dispose();
+          viaPick.dispose();
         }
+        await assert.rejects(
+          () => filesFolder(picked.filter((p) => !p.path.endsWith("refs/main"))),
+          /2 snapshots and no refs\/main/,
+        );
       });
     } finally {
       await Deno.remove(tmp, { recursive: true });

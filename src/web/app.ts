@@ -89,8 +89,12 @@ async function listModels(): Promise<void> {
   if (ui.model.options.length === 0) ui.model.add(new Option("(none served)", ""));
 }
 
-function folderFor(id: string): ModelFolder {
-  if (picked) return filesFolder(picked, picked[0]?.webkitRelativePath.split("/")[0]);
+async function folderFor(id: string): Promise<ModelFolder> {
+  if (picked) {
+    return await filesFolder(
+      picked.map((f) => ({ file: f, path: f.webkitRelativePath || f.name })),
+    );
+  }
   return httpFolder(new URL(`/models/${id}/`, location.href), {
     cache: ui.cache.checked && "caches" in globalThis ? cachesOpen : undefined,
     onProgress: (_name, loaded, total) => {
@@ -115,7 +119,7 @@ async function loadModel(): Promise<void> {
   ui.bar.style.width = "0";
   if (ui.cache.checked && "caches" in globalThis) cachesOpen = await caches.open("siqvl-weights");
   const t0 = performance.now();
-  const folder = folderFor(ui.model.value);
+  const folder = await folderFor(ui.model.value);
   setStatus(`Loading ${folder.path} …`);
   try {
     const tooBig = await largestTensorOver(folder, gpu.limits.maxStorageBufferBindingSize);

@@ -123,19 +123,46 @@ async function sendFile(req: Request, path: string): Promise<Response> {
   const length = Math.max(0, end - start + 1);
   headers["content-length"] = String(length);
   if (req.method === "HEAD") return new Response(null, { status, headers });
-  const file = await Deno.open(path, { read: true });
-  const buf = new Uint8Array(length);
-  try {
-    await file.seek(start, Deno.SeekMode.Start);
-    let n = 0;
-    while (n < length) {
-      const r = await file.read(buf.subarray(n));
-      if (r === null) break;
-      n += r;
-    }
-    if (n !== length) throw new Error(`${path}: short read (${n} of ${length} bytes)`);
-  } finally {
-    file.close();
-  }
-  return new Response(buf, { status, headers });
+  return new Response(rangeStream(await Deno.open(path, { read: true }), path, start, length), {
+    status,
+    headers,
+  });
+}
+
+// `length` bytes of `file` from `start`, streamed in chunks of at most 1 MiB (a multi-GB weights
+// file is never held in memory); the file is closed at the end or when the client goes away.
+function rangeStream(
+  file: Deno.FsFile,
+  path: string,
+  start: number,
+  length: number,
+): ReadableStream<Uint8Array> {
+  let left = length;
+  let sought = false;
+  return new ReadableStream({
+    async pull(ctrl) {
+      try {
+        if (!sought) {
+          await file.seek(start, Deno.SeekMode.Start);
+          sought = true;
+        }
+        if (left === 0) {
+          file.close();
+          ctrl.close();
+          return;
+        }
+        const buf = new Uint8Array(Math.min(left, 1 << 20));
+        const n = await file.read(buf);
+        if (n === null || n === 0) throw new Error(`${path}: file ended ${left} bytes early`);
+        left -= n;
+        ctrl.enqueue(buf.subarray(0, n));
+      } catch (e) {
+        file.close();
+        ctrl.error(e);
+      }
+    },
+    cancel() {
+      file.close();
+    },
+  });
 }
