@@ -39,12 +39,15 @@ WORK=$(mktemp -d -t siqvl_hf_interop.XXXXXX)
 [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
 export HF_MODULES_CACHE="$WORK/hf_modules" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 cd "$ROOT"
-# Once as one model.safetensors, once sharded (index + shards, as large models are exported).
-for shards in "" "--shard_bytes 40000"; do
-  OUT="$WORK/run${shards:+_sharded}"
-  echo "== export${shards:+ ($shards)}"
+# One model.safetensors; sharded (index + shards, as large models are exported); and a stage-2
+# style LoRA export (base weights + adapter beside them, merged by the modeling code on load).
+k=0
+for variant in "" "--shard_bytes 40000" "--lora"; do
+  k=$((k + 1))
+  OUT="$WORK/run$k"
+  echo "== export${variant:+ ($variant)}"
   # shellcheck disable=SC2086
   XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp} deno run -A --unstable-webgpu \
-    scripts/hf_interop_export.ts "$FIXTURE" "$OUT" $shards
+    scripts/hf_interop_export.ts "$FIXTURE" "$OUT" $variant
   "$PY" python/siqvl_hf/check/check_interop.py "$OUT" "$FIXTURE"
 done

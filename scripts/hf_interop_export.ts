@@ -1,10 +1,13 @@
 // deno run -A --unstable-webgpu scripts/hf_interop_export.ts FIXTURE_DIR OUT_DIR [--shard_bytes N]
+//   [--lora]
 // The project side of scripts/check_hf_interop.sh: builds the SiQ-VL model of a whole-model
 // fixture (tiny-a), exports it as a final directory would be (config.json + model.safetensors in
 // the SiQ-VL layout, auto_map + modeling code, vision/ and text/ HF folders), and writes the
 // project's own numbers for the same inputs to OUT_DIR/project_outputs.safetensors:
 //   logits [B, T, V] of a full forward over the fixture inputs (images included) and
 //   greedy [N] tokens generated (KV cache) from the fixture's generation prompt.
+// With --lora the fixture's PEFT adapter is attached and exported beside the base weights (as a
+// stage-2 LoRA run writes it); the project's numbers are those of base + adapter.
 
 import { join } from "node:path";
 import { Gpu } from "../src/gpu/device.ts";
@@ -12,12 +15,13 @@ import { generate } from "../src/infer/generate.ts";
 import { writeHfParts, writeHfRemoteCode } from "../src/io/hf_interop.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
 import { saveSiqvl } from "../src/models/checkpoint.ts";
+import { loadPeftAdapter } from "../src/models/peft.ts";
 import { loadFixtureModel, readFixtureInputs } from "../src/parity/fixture.ts";
 import { noGrad, Tensor, tidy } from "../src/tensor/mod.ts";
 
 const [fixture, out, ...rest] = Deno.args;
 if (!fixture || !out || fixture === "-h" || fixture === "--help") {
-  console.log("usage: hf_interop_export.ts FIXTURE_DIR OUT_DIR [--shard_bytes N]");
+  console.log("usage: hf_interop_export.ts FIXTURE_DIR OUT_DIR [--shard_bytes N] [--lora]");
   Deno.exit(fixture ? 0 : 2);
 }
 const shardAt = rest.indexOf("--shard_bytes");
@@ -26,6 +30,7 @@ const maxShardBytes = shardAt >= 0 ? Number(rest[shardAt + 1]) : undefined;
 const gpu = await Gpu.get();
 const config = JSON.parse(await Deno.readTextFile(join(fixture, "siqvl_config.json")));
 const model = await loadFixtureModel(gpu, fixture, config);
+if (rest.includes("--lora")) await loadPeftAdapter(gpu, model.text, join(fixture, "lora"));
 const inp = await readFixtureInputs(fixture);
 const exportDir = join(out, "export");
 await saveSiqvl(model, exportDir, { maxShardBytes });

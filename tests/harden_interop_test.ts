@@ -81,6 +81,6 @@ Deno.test({
     }).output();
     const text = new TextDecoder().decode(res.stdout);
     assert.ok(res.success, text + new TextDecoder().decode(res.stderr));
-    if (!/SKIPPED/.test(text)) assert.equal(text.match(/interop check passed/g)?.length, 2, text);
+    if (!/SKIPPED/.test(text)) assert.equal(text.match(/interop check passed/g)?.length, 3, text);
   },
 });

@@ -144,6 +144,52 @@ class SiQ_VLForCausalLM(SiQ_VLPreTrainedModel, GenerationMixin):
             **kwargs,
         )
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Loads the model; a siqvl stage-2 export whose config says `siqvl_lora.merged: false`
+        (base weights + a PEFT LoRA adapter beside them) gets the adapter merged in float32."""
+        out = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = out[0] if isinstance(out, tuple) else out
+        lora = getattr(model.config, "siqvl_lora", None)
+        if isinstance(lora, dict) and not lora.get("merged", True):
+            model.merge_siqvl_adapter(pretrained_model_name_or_path, lora, kwargs)
+        return out
+
+    @torch.no_grad()
+    def merge_siqvl_adapter(self, where, lora, kwargs=None):
+        """W <- W + (lora_alpha / r) * B @ A for every adapted Linear of the language model,
+        computed in float32 and rounded once to W's dtype."""
+        import json
+
+        from safetensors.torch import load_file
+        from transformers.utils import cached_file
+
+        hub = {k: v for k, v in (kwargs or {}).items() if k in ("revision", "cache_dir", "token")}
+        cfg_path = cached_file(where, lora.get("adapter_config", "adapter_config.json"), **hub)
+        weights = cached_file(where, lora.get("adapter", "adapter_model.safetensors"), **hub)
+        with open(cfg_path) as f:
+            acfg = json.load(f)
+        r = acfg["r"]
+        scale = acfg["lora_alpha"] / (math.sqrt(r) if acfg.get("use_rslora") else r)
+        tensors = load_file(weights)
+        modules = dict(self.text_model.named_modules())
+        merged = 0
+        for key, a in tensors.items():
+            if ".lora_A." not in key:
+                continue
+            path = key.split(".lora_A.")[0]
+            b = tensors[key.replace(".lora_A.", ".lora_B.")]
+            name = path[len("base_model.model."):] if path.startswith("base_model.model.") else path
+            linear = modules.get(name)
+            if linear is None:
+                raise ValueError(f"{weights}: adapter key {key} names no module of the language model")
+            w = linear.weight
+            w.copy_((w.float() + scale * (b.float() @ a.float())).to(w.dtype))
+            merged += 1
+        if merged == 0:
+            raise ValueError(f"{weights}: no LoRA A/B pairs found")
+        self.config.siqvl_lora = {**lora, "merged": True, "merged_on_load": merged}
+
     def prepare_inputs_for_generation(self, input_ids, pixel_values=None, **kwargs):
         inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         # The image goes in with the prompt only; later steps feed one text token each.

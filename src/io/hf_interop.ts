@@ -9,12 +9,15 @@
 //                                          (vision_use_head: false — the pooling head is dropped);
 //   dir/text/                              a standard Qwen2ForCausalLM folder (+ tokenizer files).
 //
+// A stage-2 export that keeps its LoRA adapter beside the base weights is marked in config.json
+// (`siqvl_lora`); the shipped modeling code merges the adapter in float32 when it loads.
+//
 // Works on the files of an exported directory (its config.json and weights, single or sharded),
 // so any writer of that layout can call it; `torch_dtype` is set from the stored tensors.
 
 import { join } from "node:path";
 import type { StoredDType } from "./dtype.ts";
-import { exists, isFile, readJson } from "./file.ts";
+import { exists, isFile, readJson, writeJson } from "./file.ts";
 import { openTensors, type TensorReader } from "./reader.ts";
 import { writeStateDict } from "./state_dict.ts";
 import type { TensorData } from "./tensor_input.ts";
@@ -29,6 +32,19 @@ export const HF_AUTO_MAP: Readonly<Record<string, string>> = {
   AutoConfig: "configuration_siqvl.SiQ_VLConfig",
   AutoModel: "modeling_siqvl.SiQ_VLForCausalLM",
   AutoModelForCausalLM: "modeling_siqvl.SiQ_VLForCausalLM",
+};
+
+/**
+ * config.json `siqvl_lora` of an export that keeps the LoRA adapter beside base weights, so no
+ * reader mistakes model.safetensors for the trained model; modeling_siqvl.py merges it on load.
+ */
+export const ADAPTER_MARKER: Readonly<Record<string, unknown>> = {
+  merged: false,
+  adapter: "adapter_model.safetensors",
+  adapter_config: "adapter_config.json",
+  note: "model.safetensors holds the BASE language model weights; the trained model is base + " +
+    "the PEFT LoRA adapter beside it (siqvl applies it; AutoModelForCausalLM with " +
+    "trust_remote_code merges it on load; --merge_lora also writes merged/)",
 };
 
 /** Files of the language model's tokenizer copied into `text/`. */
@@ -72,9 +88,6 @@ async function readShipped(name: string): Promise<string> {
   return await res.text();
 }
 
-const writeJson = (path: string, value: unknown) =>
-  Deno.writeTextFile(path, JSON.stringify(value, null, 2) + "\n");
-
 /**
  * Make `dir` (config.json + weights in the SiQ-VL layout) loadable by
  * `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)`: writes the Python files,
@@ -101,6 +114,7 @@ export async function writeHfRemoteCode(dir: string): Promise<void> {
       text_config: text,
       ...(all ? { torch_dtype: all } : {}),
       tie_word_embeddings: text.tie_word_embeddings ?? true,
+      ...(await exists(join(dir, "adapter_config.json")) ? { siqvl_lora: ADAPTER_MARKER } : {}),
     });
   } finally {
     reader.close();

@@ -7,7 +7,7 @@
 
 import { isAbsolute, join, relative, resolve } from "node:path";
 import type { SiqvlProcessor } from "../data/processor.ts";
-import { exists, readJson, writeJson } from "../io/file.ts";
+import { exists, readJson } from "../io/file.ts";
 import { writeHfParts, writeHfRemoteCode } from "../io/hf_interop.ts";
 import { openTensors } from "../io/reader.ts";
 import { writeStateDict } from "../io/state_dict.ts";
@@ -224,27 +224,6 @@ function isDirSync(p: string): boolean {
 }
 
 /**
- * A stage-2 LoRA export keeps the base weights in model.safetensors and the adapter beside
- * them: say so in config.json (`siqvl_lora`) so no reader mistakes the weights for the model.
- */
-async function markAdapterNeeded(dir: string): Promise<void> {
-  if (!(await exists(join(dir, "adapter_config.json")))) return;
-  const cfgPath = join(dir, "config.json");
-  const cfg = await readJson(cfgPath);
-  await writeJson(cfgPath, {
-    ...cfg,
-    siqvl_lora: {
-      merged: false,
-      adapter: "adapter_model.safetensors",
-      adapter_config: "adapter_config.json",
-      note: "model.safetensors holds the BASE language model weights; the trained model is " +
-        "base + the PEFT LoRA adapter beside it (siqvl applies it; with PyTorch use PEFT, " +
-        "or export with --merge_lora and load merged/)",
-    },
-  });
-}
-
-/**
  * The loadable model files into `dir` (the final directory, `merged/`, and every mid-run
  * `checkpoint-N/`): config.json + weights in the SiQ-VL layout (the LoRA adapter beside them,
  * marked, or merged), tokenizer and processor files, the model card and the PyTorch modeling
@@ -260,7 +239,6 @@ export async function writeModelDir(
 ): Promise<void> {
   const baseModelNameOrPath = adapterBaseName(info.textId, opts.relativeTo ?? dir);
   await saveSiqvl(model, dir, { lora: opts.lora ?? "adapter", baseModelNameOrPath });
-  await markAdapterNeeded(dir);
   await writeProcessorFiles(dir, model, processor, info.tokenizerFrom, info.genMaxNewTokens);
   await Deno.writeTextFile(join(dir, "README.md"), modelCard(info, opts.hubId));
   await writeHfRemoteCode(dir);
