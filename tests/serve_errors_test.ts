@@ -187,3 +187,53 @@ Deno.test(
     running = null;
   },
 );
+
+Deno.test(
+  "serve errors: remote images with --allow_remote_images: size and time limits",
+  GPU_TEST,
+  async () => {
+    const { bundle } = await tinyCheckpoint();
+    const img = await pngDataUrl(24, 24, 0x8080ffff);
+    const png = new Uint8Array(img.bytes);
+    // A local image host: /ok.png, /big.png (over the byte cap), /slow.png (past the time limit).
+    const host = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+      const path = new URL(req.url).pathname;
+      if (path === "/ok.png") return new Response(png);
+      if (path === "/big.png") return new Response(new Uint8Array(64 * 1024));
+      await new Promise((r) => setTimeout(r, 1500));
+      return new Response(png);
+    });
+    const s = startServer(bundle, {
+      modelName: "tiny",
+      images: { allowRemote: true, fetchTimeoutMs: 300, maxBytes: 32 * 1024 },
+    });
+    const base = `http://127.0.0.1:${(host.addr as Deno.NetAddr).port}`;
+    const ask = (url: string) =>
+      fetch(`${s.url}/v1/chat/completions`, {
+        method: "POST",
+        body: JSON.stringify({
+          model: "tiny",
+          max_tokens: 2,
+          temperature: 0,
+          messages: [{
+            role: "user",
+            content: [{ type: "image_url", image_url: { url } }, { type: "text", text: "?" }],
+          }],
+        }),
+      });
+    try {
+      const ok = await ask(`${base}/ok.png`);
+      assert.equal(ok.status, 200);
+      assert.equal((await ok.json()).usage.prompt_tokens_details.image_tokens, 4);
+      const big = await error(await ask(`${base}/big.png`));
+      assert.equal(big.status, 413);
+      assert.match(big.message, /exceeds 32768 bytes/);
+      const slow = await error(await ask(`${base}/slow.png`));
+      assert.equal(slow.status, 400);
+      assert.match(slow.message, /longer than 300 ms/);
+    } finally {
+      await s.shutdown();
+      await host.shutdown();
+    }
+  },
+);
