@@ -9,6 +9,7 @@
 
 import { parseArgs } from "node:util";
 import { imageDataUrl, streamChat } from "../src/serve/sse_client.ts";
+import { readBounded } from "../src/io/file.ts";
 
 const HELP = `Usage: deno task chat (--checkpoint DIR | --url URL) [flags]
 
@@ -156,7 +157,7 @@ export async function chatMain(argv: string[], io?: ChatIO): Promise<string> {
     const s = new Session(base, model!, sampling, v.api_key);
     s.system = v.system;
     if (v.image || v.prompt) {
-      if (v.image) s.pendingImage = imageDataUrl(await Deno.readFile(v.image));
+      if (v.image) s.pendingImage = imageDataUrl(await readBounded(v.image, "image"));
       const answer = await s.ask(v.prompt ?? "Describe this image.", write);
       write("\n");
       return answer;
@@ -194,7 +195,7 @@ async function repl(s: Session, io: ChatIO, write: (s: string) => void): Promise
         return;
       } else if (cmd === "/image") {
         if (!arg) throw new Error("/image needs a path");
-        s.pendingImage = imageDataUrl(await Deno.readFile(arg));
+        s.pendingImage = imageDataUrl(await readBounded(arg, "image"));
         write(`[image ${arg} attached to the next message]\n`);
       } else if (cmd === "/system") {
         s.system = arg || undefined;

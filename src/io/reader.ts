@@ -5,7 +5,7 @@ import { dirname, isAbsolute, join, normalize } from "node:path";
 import type { StoredDType } from "./dtype.ts";
 import { SafetensorsReader } from "./safetensors.ts";
 import { openTorchBin } from "./on_demand.ts";
-import { isFile } from "./file.ts";
+import { isFile, MissingFileError, readTextBounded } from "./file.ts";
 import type { ModelFolder } from "./source.ts";
 
 export type { StoredDType } from "./dtype.ts";
@@ -130,10 +130,16 @@ export class ShardedReader implements TensorReader {
   static async open(indexPath: string): Promise<ShardedReader> {
     const bad = (msg: string) => new Error(`invalid checkpoint index ${indexPath}: ${msg}`);
     let raw: unknown;
+    let text: string;
     try {
-      raw = JSON.parse(await Deno.readTextFile(indexPath));
+      text = await readTextBounded(indexPath, "config");
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) throw new Error(`no such file: ${indexPath}`);
+      if (e instanceof MissingFileError) throw new Error(`no such file: ${indexPath}`);
+      throw e;
+    }
+    try {
+      raw = JSON.parse(text);
+    } catch (e) {
       throw bad(`not JSON (${(e as Error).message})`);
     }
     if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {

@@ -11,6 +11,7 @@
 
 import { removeAdapter } from "../nn/lora.ts";
 import { join } from "node:path";
+import { readJson } from "../io/file.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { openTensors } from "../io/reader.ts";
 import { keep, noGrad, Tensor, tidy } from "../tensor/mod.ts";
@@ -177,7 +178,7 @@ export function fixtureParamName(model: SiqvlModel, canonical: string): string {
 
 /** Read the fixture directory and load its model. */
 export async function openFixture(gpu: Gpu, dir: string): Promise<FixtureContext> {
-  const config = JSON.parse(await Deno.readTextFile(join(dir, "siqvl_config.json")));
+  const config = await readJson(join(dir, "siqvl_config.json"));
   const inputs = await readFixtureInputs(dir);
   const model = await loadFixtureModel(gpu, dir, config);
   const out = new Map<string, FixtureTensor>();
