@@ -11,6 +11,7 @@
 import type { SiqvlModel } from "../models/siqvl.ts";
 import { gatherRows, keep, noGrad, Tensor, tidy } from "../tensor/mod.ts";
 import { KVCache } from "./kv_cache.ts";
+import { assertFiniteLogits } from "./finite_logits.ts";
 
 /** Prompts being prefilled together, chunk by chunk. */
 export class PrefillJob {
@@ -99,6 +100,11 @@ export class PrefillJob {
     this.#embeds = null;
     const logits = await out.readF32();
     out.dispose();
+    assertFiniteLogits(logits, {
+      phase: "prefill",
+      vocab: logits.length / b,
+      withImage: !!this.pixels,
+    });
     return logits;
   }
 

@@ -15,6 +15,7 @@ import type { KVStore } from "../models/qwen2.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
 import { keep, noGrad, Tensor, tidy, zeros } from "../tensor/mod.ts";
 import type { KVCache } from "./kv_cache.ts";
+import { assertFiniteLogits } from "./finite_logits.ts";
 
 /** A KV cache of up to `maxRows` independent sequences of different lengths. */
 export class BatchKV implements KVStore {
@@ -180,5 +181,10 @@ export async function batchDecodeStep(
   for (let i = 0; i < b; i++) kv.lens[i]++;
   const logits = await logitsT.readF32();
   logitsT.dispose();
+  assertFiniteLogits(logits, {
+    phase: "batched decode step",
+    vocab: logits.length / b,
+    withImage: false,
+  });
   return logits;
 }
