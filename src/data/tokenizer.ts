@@ -11,7 +11,7 @@
  */
 
 import { Tokenizer } from "../deps_text.ts";
-import { parseJsonText, readTextBounded } from "../io/file.ts";
+import { parseJsonText } from "../io/file.ts";
 import { type ModelFolder, requireText } from "../io/source.ts";
 import { asFolder } from "../io/source_local.ts";
 
@@ -144,9 +144,7 @@ export class TextTokenizer {
     const tjPath = folder.where("tokenizer.json");
     const cfgPath = folder.where("tokenizer_config.json");
     const tj = parseJsonText<Record<string, unknown>>(
-      typeof dir === "string"
-        ? await readTextBounded(tjPath, "tokenizer")
-        : await requireText(folder, "tokenizer.json", "tokenizer"),
+      await requireText(folder, "tokenizer.json", "tokenizer"),
       tjPath,
     );
     const cfgText = await folder.text("tokenizer_config.json", "tokenizer");
