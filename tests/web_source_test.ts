@@ -173,6 +173,13 @@ Deno.test(
           assert.ok(first.stats.bytes >= bytes.length, `first load ${first.stats.bytes} bytes`);
           assert.equal(again.stats.bytes, 0, "the second load downloads nothing");
           assert.ok(again.stats.cacheHits >= 3);
+          // A file changed on the server (new ETag) is fetched again; the rest stays cached.
+          const cfg = join(dir, "config.json");
+          await new Promise((r) => setTimeout(r, 20));
+          await Deno.writeTextFile(cfg, await Deno.readTextFile(cfg));
+          const third = httpFolder(`${base}/models/tiny/`, { cache: store });
+          (await openSiqvl(g, { checkpoint: third })).dispose();
+          assert.equal(third.stats.bytes, (await Deno.stat(cfg)).size);
         } finally {
           await caches.delete(name);
         }

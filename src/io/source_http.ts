@@ -45,9 +45,8 @@ export function httpFolder(
     stats,
     where: url,
     async text(name, kind) {
-      const cached = await opts.cache?.match(url(name));
+      const cached = await fresh(name);
       const res = cached ?? await get(name);
-      if (cached) stats.cacheHits++;
       if (res.status === 404) return undefined;
       if (!res.ok) throw new Error(`${url(name)}: HTTP ${res.status}`);
       const bytes = new Uint8Array(await res.arrayBuffer());
@@ -58,32 +57,50 @@ export function httpFolder(
             `${readLimit(kind)}`,
         );
       }
-      if (opts.cache && !cached) await opts.cache.put(url(name), new Response(bytes));
+      if (opts.cache && !cached) {
+        await opts.cache.put(url(name), new Response(bytes, { headers: tagOf(res) }));
+      }
       return new TextDecoder().decode(bytes);
     },
     async has(name) {
-      if (await opts.cache?.match(url(name))) return true;
+      if (await fresh(name)) return true;
       const res = await get(name, { method: "HEAD" });
       return res.ok;
     },
     async open(name) {
       if (opts.cache) {
-        let res = await opts.cache.match(url(name));
-        if (res) stats.cacheHits++;
-        else {
-          const blob = await download(name);
-          await opts.cache.put(url(name), new Response(blob));
-          res = await opts.cache.match(url(name));
-          if (!res) return blobSource(url(name), blob);
-        }
-        return blobSource(url(name), await res.blob());
+        const cached = await fresh(name);
+        if (cached) return blobSource(url(name), await cached.blob());
+        const { blob, headers } = await download(name);
+        await opts.cache.put(url(name), new Response(blob, { headers }));
+        return blobSource(url(name), blob);
       }
       return await rangeSource(name);
     },
   };
 
+  // The stored copy of `name` while it is still the server's version: its ETag equals the one a
+  // HEAD request reports (no ETag on either side, or no answer, keeps the stored copy).
+  async function fresh(name: string): Promise<Response | undefined> {
+    const cached = await opts.cache?.match(url(name));
+    if (!cached) return undefined;
+    const tag = cached.headers.get("etag");
+    if (tag) {
+      try {
+        const head = await get(name, { method: "HEAD" });
+        const now = head.headers.get("etag");
+        if (head.ok && now && now !== tag) {
+          await opts.cache!.delete(url(name));
+          return undefined;
+        }
+      } catch { /* unreachable: the stored copy */ }
+    }
+    stats.cacheHits++;
+    return cached;
+  }
+
   // The whole file, reporting progress as it streams in.
-  async function download(name: string): Promise<Blob> {
+  async function download(name: string): Promise<{ blob: Blob; headers: Record<string, string> }> {
     const res = await get(name);
     if (!res.ok || !res.body) throw new Error(`cannot fetch ${url(name)}: HTTP ${res.status}`);
     const total = Number(res.headers.get("content-length") ?? 0);
@@ -98,7 +115,7 @@ export function httpFolder(
       stats.bytes += value.byteLength;
       opts.onProgress?.(name, loaded, total || loaded);
     }
-    return new Blob(parts as BlobPart[]);
+    return { blob: new Blob(parts as BlobPart[]), headers: tagOf(res) };
   }
 
   // Ranged reads; the size comes from the first range's Content-Range. A server that ignores
@@ -144,6 +161,12 @@ export function httpFolder(
       close() {},
     };
   }
+}
+
+// The ETag of a response, as headers to store with its body.
+function tagOf(res: Response): Record<string, string> {
+  const tag = res.headers.get("etag");
+  return tag ? { etag: tag } : {};
 }
 
 function checkRange(where: string, size: number, position: number, length: number): void {

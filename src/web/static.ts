@@ -83,11 +83,12 @@ async function sendInside(req: Request, dir: string, rel: string): Promise<Respo
 
 // A file, honouring a single `Range: bytes=a-b` (or `a-`, `-n`) with 206 / 416.
 async function sendFile(req: Request, path: string): Promise<Response> {
-  let size: number;
+  let size: number, etag: string;
   try {
     const st = await Deno.stat(path);
     if (!st.isFile) return notFound(path);
     size = st.size;
+    etag = `"${size.toString(36)}-${(st.mtime?.getTime() ?? 0).toString(36)}"`;
   } catch {
     return notFound(path);
   }
@@ -95,6 +96,7 @@ async function sendFile(req: Request, path: string): Promise<Response> {
     "content-type": TYPES[extname(path)] ?? "application/octet-stream",
     "accept-ranges": "bytes",
     "cache-control": "no-cache",
+    etag,
   };
   const range = req.headers.get("range");
   let start = 0, end = size - 1, status = 200;
