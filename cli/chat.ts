@@ -7,7 +7,7 @@
 // /quit or /exit. Ctrl+C stops the answer being generated; a second Ctrl+C (or one while idle)
 // exits.
 
-import { parseArgs } from "node:util";
+import { numFlag, parseFlags } from "./flags.ts";
 import { imageDataUrl, streamChat } from "../src/serve/sse_client.ts";
 import { readBounded } from "../src/io/file.ts";
 
@@ -66,13 +66,6 @@ async function* stdinLines(): AsyncGenerator<string> {
   if (buf) yield buf;
 }
 
-function num(name: string, v: string | undefined, def: number, ok: (x: number) => boolean) {
-  if (v === undefined) return def;
-  const x = Number(v);
-  if (v.trim() === "" || !ok(x)) throw new Error(`--${name}: invalid value "${v}"`);
-  return x;
-}
-
 /** The chat session: history, pending image, and sending a turn. */
 class Session {
   history: Message[] = [];
@@ -109,12 +102,7 @@ class Session {
 
 /** Run the chat; returns the last answer (single-turn mode) or "". */
 export async function chatMain(argv: string[], io?: ChatIO): Promise<string> {
-  let v;
-  try {
-    v = parseArgs({ args: argv, options: OPTIONS, strict: true }).values;
-  } catch (e) {
-    throw new Error(`${(e as Error).message.split("\n")[0]}; see --help`);
-  }
+  const v = parseFlags(argv, OPTIONS);
   const write = io?.write ??
     ((s: string) => void Deno.stdout.writeSync(new TextEncoder().encode(s)));
   if (v.help) {
@@ -123,10 +111,10 @@ export async function chatMain(argv: string[], io?: ChatIO): Promise<string> {
   }
   if (!v.checkpoint === !v.url) throw new Error("give exactly one of --checkpoint and --url");
   const sampling: Record<string, unknown> = {
-    temperature: num("temperature", v.temperature, 0.2, (x) => x >= 0 && x <= 2),
-    max_tokens: num("max_tokens", v.max_tokens, 128, (x) => Number.isInteger(x) && x >= 1),
+    temperature: numFlag("temperature", v.temperature, 0.2, (x) => x >= 0 && x <= 2),
+    max_tokens: numFlag("max_tokens", v.max_tokens, 128, (x) => Number.isInteger(x) && x >= 1),
   };
-  if (v.seed !== undefined) sampling.seed = num("seed", v.seed, 0, Number.isInteger);
+  if (v.seed !== undefined) sampling.seed = numFlag("seed", v.seed, 0, Number.isInteger);
 
   let base = v.url ?? "";
   let shutdown = async () => {};

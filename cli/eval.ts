@@ -2,7 +2,7 @@
 // Benchmark evaluation of a SiQ-VL checkpoint on lmms-eval-style tasks (src/eval/tasks/*.json
 // or task files of your own), score mode for JSONL predictions, and comparison of results.
 
-import { parseArgs } from "node:util";
+import { intFlag, parseFlags } from "./flags.ts";
 import { basename, join } from "node:path";
 import { parseReasoningFormat, type ReasoningFormat } from "../src/data/reasoning.ts";
 import { loadTask, shippedTasks } from "../src/eval/task.ts";
@@ -63,15 +63,6 @@ const OPTIONS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
-function posInt(name: string, v: string | undefined, min = 1): number | undefined {
-  if (v === undefined) return undefined;
-  const x = Number(v);
-  if (v.trim() === "" || !Number.isInteger(x) || x < min) {
-    throw new Error(`--${name}: "${v}" is not an integer >= ${min}`);
-  }
-  return x;
-}
-
 const list = (v: string) => v.split(",").map((s) => s.trim()).filter(Boolean);
 
 /** Run the CLI; `out` receives everything printed to stdout. */
@@ -79,12 +70,7 @@ export async function main(
   argv: string[],
   out: (s: string) => void = (s) => console.log(s),
 ): Promise<EvalResults | undefined> {
-  let v;
-  try {
-    v = parseArgs({ args: argv, options: OPTIONS, strict: true }).values;
-  } catch (e) {
-    throw new Error(`${(e as Error).message.split("\n")[0]}; see --help`);
-  }
+  const v = parseFlags(argv, OPTIONS);
   if (v.help) {
     out(HELP);
     return undefined;
@@ -115,10 +101,10 @@ export async function main(
   }
   if (!v.checkpoint) throw new Error("--checkpoint is required; see --help");
   if (!v.tasks) throw new Error("--tasks is required (e.g. --tasks shapes); see --help");
-  const limit = posInt("limit", v.limit);
-  const batchSize = posInt("batch_size", v.batch_size) ?? 8;
-  const maxNewTokens = posInt("max_new_tokens", v.max_new_tokens);
-  const workers = posInt("workers", v.workers, 0);
+  const limit = intFlag("limit", v.limit, undefined, 1);
+  const batchSize = intFlag("batch_size", v.batch_size, undefined, 1) ?? 8;
+  const maxNewTokens = intFlag("max_new_tokens", v.max_new_tokens, undefined, 1);
+  const workers = intFlag("workers", v.workers, undefined, 0);
   let reasoningFormat: ReasoningFormat | undefined;
   if (v.reasoning_format !== undefined) reasoningFormat = parseReasoningFormat(v.reasoning_format);
   // Every task file is read and validated before the model loads.

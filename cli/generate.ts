@@ -2,7 +2,7 @@
 // Answers a question about an image with a trained SiQ-VL checkpoint, streaming the answer as it
 // is generated (KV-cache decoding; sampling, greedy or beam search).
 
-import { parseArgs } from "node:util";
+import { numFlag, parseFlags } from "./flags.ts";
 import { extractAnswer, parseReasoningFormat } from "../src/data/reasoning.ts";
 import { announce } from "../src/gpu/announce.ts";
 import { preprocessBytes } from "../src/data/image_processor.ts";
@@ -55,15 +55,6 @@ const OPTIONS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
-function num(name: string, v: string | undefined, def: number, check: (x: number) => boolean) {
-  if (v === undefined) return def;
-  const x = Number(v);
-  if (v.trim() === "" || !Number.isFinite(x) || !check(x)) {
-    throw new Error(`--${name}: invalid value "${v}"`);
-  }
-  return x;
-}
-
 /** Read an image from a path or an http(s) URL. */
 export async function readImageBytes(src: string): Promise<Uint8Array> {
   if (/^https?:\/\//i.test(src)) {
@@ -87,12 +78,7 @@ export async function main(
   const norm = argv.map((a) =>
     a === "--no_sample" ? "--no-sample" : a === "--no_show_reasoning" ? "--no-show_reasoning" : a
   );
-  let v;
-  try {
-    v = parseArgs({ args: norm, options: OPTIONS, strict: true, allowNegative: true }).values;
-  } catch (e) {
-    throw new Error(`${(e as Error).message.split("\n")[0]}; see --help`);
-  }
+  const v = parseFlags(norm, OPTIONS, true);
   if (v.help) {
     out(HELP + "\n");
     return "";
@@ -100,16 +86,21 @@ export async function main(
   if (!v.checkpoint) throw new Error("--checkpoint is required; see --help");
   if (!v.image) throw new Error("--image is required; see --help");
   const question = v.question ?? "What is shown in the image?";
-  const maxNew = num("max_new_tokens", v.max_new_tokens, 64, (x) => Number.isInteger(x) && x > 0);
-  const temperature = num("temperature", v.temperature, 0.7, (x) => x > 0);
-  const topK = num("top_k", v.top_k, 0, (x) => Number.isInteger(x) && x >= 0);
-  const topP = num("top_p", v.top_p, 1, (x) => x > 0 && x <= 1);
-  const beams = num("num_beams", v.num_beams, 1, (x) => Number.isInteger(x) && x >= 1);
-  const penalty = num("repetition_penalty", v.repetition_penalty, 1, (x) => x > 0);
-  const seed = num("seed", v.seed, 0, (x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff);
-  setReadLimitMiB(num("max_file_mb", v.max_file_mb, NaN, (x) => x > 0) || undefined);
+  const maxNew = numFlag(
+    "max_new_tokens",
+    v.max_new_tokens,
+    64,
+    (x) => Number.isInteger(x) && x > 0,
+  );
+  const temperature = numFlag("temperature", v.temperature, 0.7, (x) => x > 0);
+  const topK = numFlag("top_k", v.top_k, 0, (x) => Number.isInteger(x) && x >= 0);
+  const topP = numFlag("top_p", v.top_p, 1, (x) => x > 0 && x <= 1);
+  const beams = numFlag("num_beams", v.num_beams, 1, (x) => Number.isInteger(x) && x >= 1);
+  const penalty = numFlag("repetition_penalty", v.repetition_penalty, 1, (x) => x > 0);
+  const seed = numFlag("seed", v.seed, 0, (x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff);
+  setReadLimitMiB(numFlag("max_file_mb", v.max_file_mb, NaN, (x) => x > 0) || undefined);
   setMaxImagePixels(
-    num("max_image_pixels", v.max_image_pixels, NaN, (x) => Number.isSafeInteger(x) && x > 0) ||
+    numFlag("max_image_pixels", v.max_image_pixels, NaN, (x) => Number.isSafeInteger(x) && x > 0) ||
       undefined,
   );
   const format = parseReasoningFormat(v.reasoning_format ?? "think");

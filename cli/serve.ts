@@ -2,8 +2,8 @@
 // An OpenAI-compatible chat-completions server (images, streaming, continuous batching, LoRA
 // adapters chosen by the request's `model`), bound to 127.0.0.1 unless --host says otherwise.
 
+import { intFlag, parseFlags } from "./flags.ts";
 import { basename } from "node:path";
-import { parseArgs } from "node:util";
 import { announce } from "../src/gpu/announce.ts";
 import { openSiqvl } from "../src/models/factory.ts";
 import { AdapterSet } from "../src/serve/adapters.ts";
@@ -54,15 +54,6 @@ const OPTIONS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
-function int(name: string, v: string | undefined, def: number, min: number): number {
-  if (v === undefined) return def;
-  const x = Number(v);
-  if (v.trim() === "" || !Number.isInteger(x) || x < min) {
-    throw new Error(`--${name}: "${v}" is not an integer ≥ ${min}`);
-  }
-  return x;
-}
-
 /** `name=DIR,name2=DIR2` → pairs. */
 export function parseAdapters(spec: string | undefined): { name: string; dir: string }[] {
   if (!spec) return [];
@@ -81,12 +72,7 @@ export async function serveMain(
   argv: string[],
   log: (s: string) => void = console.error,
 ): Promise<RunningServer | null> {
-  let v;
-  try {
-    v = parseArgs({ args: argv, options: OPTIONS, strict: true }).values;
-  } catch (e) {
-    throw new Error(`${(e as Error).message.split("\n")[0]}; see --help`);
-  }
+  const v = parseFlags(argv, OPTIONS);
   if (v.help) {
     console.log(HELP);
     return null;
@@ -95,20 +81,22 @@ export async function serveMain(
   const adapters = parseAdapters(v.adapters);
   const opts = {
     host: v.host ?? "127.0.0.1",
-    port: int("port", v.port, 8000, 0),
+    port: intFlag("port", v.port, 8000, 0),
     modelName: v.served_model_name ?? basename(v.checkpoint.replace(/\/+$/, "")),
-    maxBatch: int("max_batch", v.max_batch, 16, 1),
-    maxQueue: int("max_queue", v.max_queue, 64, 0),
-    maxTokensLimit: int("max_tokens_limit", v.max_tokens_limit, 256, 1),
-    maxContext: v.max_context === undefined ? undefined : int("max_context", v.max_context, 0, 2),
-    prefillChunk: int("prefill_chunk", v.prefill_chunk, 512, 1),
+    maxBatch: intFlag("max_batch", v.max_batch, 16, 1),
+    maxQueue: intFlag("max_queue", v.max_queue, 64, 0),
+    maxTokensLimit: intFlag("max_tokens_limit", v.max_tokens_limit, 256, 1),
+    maxContext: v.max_context === undefined
+      ? undefined
+      : intFlag("max_context", v.max_context, 0, 2),
+    prefillChunk: intFlag("prefill_chunk", v.prefill_chunk, 512, 1),
     apiKey: v.api_key,
-    maxImages: int("max_images", v.max_images, 4, 0),
-    maxBodyBytes: int("max_body_bytes", v.max_body_bytes, 32 * 1024 * 1024, 1),
+    maxImages: intFlag("max_images", v.max_images, 4, 0),
+    maxBodyBytes: intFlag("max_body_bytes", v.max_body_bytes, 32 * 1024 * 1024, 1),
     images: {
-      maxPixels: int("max_image_pixels", v.max_image_pixels, 40_000_000, 1),
+      maxPixels: intFlag("max_image_pixels", v.max_image_pixels, 40_000_000, 1),
       allowRemote: v.allow_remote_images ?? false,
-      fetchTimeoutMs: int("image_fetch_timeout_ms", v.image_fetch_timeout_ms, 5000, 1),
+      fetchTimeoutMs: intFlag("image_fetch_timeout_ms", v.image_fetch_timeout_ms, 5000, 1),
     },
   };
   if (adapters.some((a) => a.name === opts.modelName)) {
