@@ -5,6 +5,7 @@
 import { trainHelp } from "../src/train/args.ts";
 import { argsFromArgv, runTraining } from "../src/train/trainer.ts";
 import { announce } from "../src/gpu/announce.ts";
+import { MetricPlotsCallback } from "../src/train/metric_plot.ts";
 
 export { argsFromArgv, trainFromArgv } from "../src/train/trainer.ts";
 
@@ -27,7 +28,11 @@ export async function main(argv: string[]): Promise<number> {
     const k = Deno.env.get("SIQVL_KILL_AFTER_STEPS");
     if (k) kill = Number(k);
   } catch { /* no --allow-env */ }
-  const res = await runTraining({ args, killAfterSteps: kill });
+  const res = await runTraining({
+    args,
+    killAfterSteps: kill,
+    callbacks: [new MetricPlotsCallback()], // stage 4: rewards.svg, logps.svg, reward.svg, kl.svg
+  });
   if (res.status === "killed") Deno.exit(137);
   return res.status === "stopped-nonfinite" ? 2 : 0;
 }

@@ -31,6 +31,7 @@ import { generationEval } from "../train/gen_eval.ts";
 import { rollout } from "../train/grpo_stage.ts";
 import { PairSource, rowLogProbs } from "../train/preference_stage.ts";
 import { formatDuration } from "../train/progress.ts";
+import { writeMetricPlots } from "../train/metric_plot.ts";
 import { BUILTIN_REWARDS, normalizeAnswer } from "../train/rewards.ts";
 import type { RunResult } from "../train/trainer.ts";
 import { runDemo } from "./demo.ts";
@@ -60,9 +61,9 @@ export const REASONING_DEMO_CONFIG: ReasoningDemoConfig = {
   imageSize: 48,
   format: "think",
   seed: 42,
-  stage3: { steps: 150, lr: 3e-3, batch: 16 },
+  stage3: { steps: 200, lr: 4e-3, batch: 16 },
   dpo: { steps: 20, lr: 2e-3, pairs: 8, beta: 0.1 },
-  grpo: { steps: 10, lr: 1e-3, prompts: 4, generations: 4, maxCompletion: 48, temperature: 1 },
+  grpo: { steps: 15, lr: 5e-3, prompts: 4, generations: 4, maxCompletion: 48, temperature: 1 },
   heldOut: { questions: 200, pairs: 100, prompts: 32 },
   maxNewTokens: 48,
 };
@@ -362,6 +363,10 @@ export async function runReasoningDemo(
 
   const seconds = (performance.now() - t0) / 1000;
   log(`[demo:reasoning] runs: ${s3.finalDir}, ${dpo.finalDir}, ${grpo.finalDir}`);
+  for (const r of [dpo, grpo]) {
+    const plots = await writeMetricPlots(r.stageDir);
+    log(`[demo:reasoning] plots: ${plots.join(", ")}`);
+  }
   log(`[demo:reasoning] metrics: ${s3.metricsPath}, ${dpo.metricsPath}, ${grpo.metricsPath}`);
   log(`[demo:reasoning] total time ${formatDuration(seconds)}`);
   const f = (x: number) => x.toFixed(3);
