@@ -512,3 +512,50 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   },
 });
+
+Deno.test({
+  name: "a failing optional extra (--save_pytorch_bin) never removes the final model",
+  ...GPU_TEST,
+  fn: async () => {
+    const { writeFinalModel } = await import("../src/train/export.ts");
+    const root = await tmp();
+    try {
+      const m = await prepareDemoModels(join(root, "models"), TINY);
+      const r = await trainFromArgv(argv(m, join(root, "out"), ["--max_steps", "1"]), {
+        log: quiet,
+        progress: { write: quiet, isTTY: false },
+        keepModel: true,
+      });
+      const dir = join(root, "export");
+      // A directory where pytorch_model.bin would go makes the .bin extra fail.
+      await Deno.mkdir(join(dir, "pytorch_model.bin"), { recursive: true });
+      await Deno.writeTextFile(join(dir, "pytorch_model.bin", "keep"), "x");
+      const info = JSON.parse(await Deno.readTextFile(join(r.stageDir, "training_args.json")));
+      const exp = await writeFinalModel(r.model!, r.processor!, dir, {
+        visionId: info.vision_model_name_or_path,
+        textId: info.text_model_name_or_path,
+        plan: { stage: 1, llm: "frozen" } as never,
+        globalStep: 1,
+        learningRate: 1e-3,
+        batchSize: 4,
+        gradientAccumulation: 1,
+        dataset: "shapes",
+        numTrainable: 1,
+        numTotal: 1,
+        precision: "f32",
+        genMaxNewTokens: 4,
+        tokenizerFrom: r.stageDir,
+      }, { pytorchBin: true });
+      assert.equal(exp.warnings.length, 1, exp.warnings.join("\n"));
+      assert.match(exp.warnings[0], /--save_pytorch_bin failed \(the final model is complete\)/);
+      for (
+        const f of ["config.json", "model.safetensors", "tokenizer.json", "vision/config.json"]
+      ) {
+        assert.ok(Deno.statSync(join(dir, f)).isFile, f);
+      }
+      r.model!.dispose();
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
