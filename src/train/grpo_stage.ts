@@ -23,12 +23,11 @@ import { shiftLabels } from "../data/collator.ts";
 import { generate } from "../infer/generate.ts";
 import { openSiqvl, type SiqvlBundle } from "../models/factory.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
-import { sequenceLogProbs } from "../tensor/ops/seq_logprob.ts";
-import { noGrad, Tensor, tidy } from "../tensor/tensor.ts";
+import { noGrad, Tensor } from "../tensor/tensor.ts";
 import type { TrainArgs } from "./args.ts";
 import { continuedModel, continuedPlan, StageDatasets } from "./cot_sft.ts";
 import { groupAdvantages, type GrpoConfig, type GrpoLossType, type RewardScaling } from "./grpo.ts";
-import { type SharedImageBatch, sharedImageBatch } from "./pairs.ts";
+import { labelLogProbs, type SharedImageBatch, sharedImageBatch } from "./pairs.ts";
 import { grpoObjective } from "./po_objective.ts";
 import { loadRewardFunctions, type NamedReward, scoreCompletions } from "./rewards.ts";
 import type {
@@ -281,24 +280,7 @@ export class RolloutSource implements BatchSource<GrpoBatch> {
 
 /** Per-token log-probs of a batch's label tokens (row-major), [N]. */
 export function tokenLogProbs(model: SiqvlModel, b: SharedImageBatch): Tensor {
-  return tidy(() => {
-    const px = noGrad(() => Tensor.from(model.gpu, b.pixels, b.pixelShape, "f32"));
-    const R = b.batch, T = b.seqLen;
-    const out = model.forward({
-      inputIds: b.inputIds,
-      batch: R,
-      seqLen: T,
-      attentionMask: b.attentionMask,
-      pixelValues: px,
-      imageIndex: b.imageIndex,
-    });
-    const { targets, count } = shiftLabels(b.labels, R, T);
-    const seg = new Int32Array(R * T).fill(-1);
-    let k = 0;
-    for (let i = 0; i < targets.length; i++) if (targets[i] !== IGNORE_INDEX) seg[i] = k++;
-    const H = out.hidden.shape[2];
-    return sequenceLogProbs(out.hidden.reshape([R * T, H]), model.text.lmHead, targets, seg, count);
-  });
+  return labelLogProbs(model, b, "token");
 }
 
 /** Stage 4 with GRPO. */

@@ -17,6 +17,9 @@ import {
 import { IGNORE_INDEX, type SiqvlProcessor } from "../data/processor.ts";
 import type { Turn } from "../data/datasets/types.ts";
 import type { StepBatch } from "./step.ts";
+import type { SiqvlModel } from "../models/siqvl.ts";
+import { sequenceLogProbs } from "../tensor/ops/seq_logprob.ts";
+import { noGrad, Tensor, tidy } from "../tensor/tensor.ts";
 
 /** Token rows sharing images: [R, T] arrays, pixels [I, 3, S, S], row → image. */
 export interface SharedImageBatch extends StepBatch {
@@ -108,4 +111,42 @@ export function sharedImageBatch(
     imageIndex: Int32Array.from(rowImage, (i) => seen.get(i)!),
     rowTokens,
   };
+}
+
+/**
+ * Label-token log-probs of a batch under `model` (rows share images through imageIndex):
+ * "row" → the per-row sums [R]; "token" → every label token's log-prob in row-major order [N].
+ */
+export function labelLogProbs(
+  model: SiqvlModel,
+  b: SharedImageBatch,
+  per: "row" | "token",
+): Tensor {
+  return tidy(() => {
+    const px = b.pixelShape[0]
+      ? noGrad(() => Tensor.from(model.gpu, b.pixels, b.pixelShape, "f32"))
+      : undefined;
+    const R = b.batch, T = b.seqLen;
+    const out = model.forward({
+      inputIds: b.inputIds,
+      batch: R,
+      seqLen: T,
+      attentionMask: b.attentionMask,
+      pixelValues: px,
+      imageIndex: b.imageIndex,
+    });
+    const { targets, count } = shiftLabels(b.labels, R, T);
+    let seg: Int32Array, n: number;
+    if (per === "row") {
+      seg = Int32Array.from({ length: R * T }, (_, i) => Math.floor(i / T));
+      n = R;
+    } else {
+      seg = new Int32Array(R * T).fill(-1);
+      let k = 0;
+      for (let i = 0; i < targets.length; i++) if (targets[i] !== IGNORE_INDEX) seg[i] = k++;
+      n = count;
+    }
+    const H = out.hidden.shape[2];
+    return sequenceLogProbs(out.hidden.reshape([R * T, H]), model.text.lmHead, targets, seg, n);
+  });
 }

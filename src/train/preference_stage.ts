@@ -14,7 +14,6 @@
 //   Loss and TRL's metrics: po_objective.ts (rewards/*, logps/*, every logging step).
 
 import type { SiqvlProcessor } from "../data/processor.ts";
-import { shiftLabels } from "../data/collator.ts";
 import type { Dataset, JsonValue } from "../data/datasets/types.ts";
 import { datasetLength } from "../data/datasets/split.ts";
 import type { PreferenceSample } from "../data/datasets/records.ts";
@@ -22,11 +21,15 @@ import { SkipCounter } from "../data/datasets/types.ts";
 import { ImagePool } from "../data/image_pool.ts";
 import { openSiqvl, type SiqvlBundle } from "../models/factory.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
-import { sequenceLogProbs } from "../tensor/ops/seq_logprob.ts";
-import { noGrad, Tensor, tidy } from "../tensor/tensor.ts";
+import { noGrad, Tensor } from "../tensor/tensor.ts";
 import type { TrainArgs } from "./args.ts";
 import { continuedModel, continuedPlan, StageDatasets } from "./cot_sft.ts";
-import { encodeCompletion, type SharedImageBatch, sharedImageBatch } from "./pairs.ts";
+import {
+  encodeCompletion,
+  labelLogProbs,
+  type SharedImageBatch,
+  sharedImageBatch,
+} from "./pairs.ts";
 import { PREFERENCE_STATS, preferenceObjective } from "./po_objective.ts";
 import { isReferenceFree, type PoLossConfig, type PoLossType } from "./po_loss.ts";
 import type {
@@ -168,24 +171,7 @@ export class PairSource implements BatchSource<PreferenceBatch> {
 
 /** The policy's summed label log-probs of a batch's rows: [R]. */
 export function rowLogProbs(model: SiqvlModel, b: SharedImageBatch): Tensor {
-  return tidy(() => {
-    const px = b.pixelShape[0]
-      ? noGrad(() => Tensor.from(model.gpu, b.pixels, b.pixelShape, "f32"))
-      : undefined;
-    const R = b.batch, T = b.seqLen;
-    const out = model.forward({
-      inputIds: b.inputIds,
-      batch: R,
-      seqLen: T,
-      attentionMask: b.attentionMask,
-      pixelValues: px,
-      imageIndex: b.imageIndex,
-    });
-    const { targets } = shiftLabels(b.labels, R, T);
-    const seg = Int32Array.from({ length: R * T }, (_, i) => Math.floor(i / T));
-    const H = out.hidden.shape[2];
-    return sequenceLogProbs(out.hidden.reshape([R * T, H]), model.text.lmHead, targets, seg, R);
-  });
+  return labelLogProbs(model, b, "row");
 }
 
 /** The reference's log-probs of a batch's rows (no tape): adapters off, a frozen copy, or none. */
