@@ -55,6 +55,22 @@ export function findDemoCheckpoint(root = join(ROOT, "out/demo/runs")): string |
   return best?.dir ?? null;
 }
 
+/** `node:` specifiers in the static imports reachable from `entry` in a bundle folder. */
+export function nodeImports(dir: string, entry: string): string[] {
+  const seen = new Set<string>(), found = new Set<string>();
+  const visit = (file: string) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    const code = Deno.readTextFileSync(join(dir, file));
+    for (const m of code.matchAll(/^(?:import|export)\b[^;]*?["']([^"']+)["']/gms)) {
+      if (m[1].startsWith("node:")) found.add(m[1]);
+      else if (m[1].startsWith("./")) visit(m[1].slice(2));
+    }
+  };
+  visit(entry);
+  return [...found];
+}
+
 interface PageResult {
   ok: boolean;
   error?: string;
@@ -172,6 +188,17 @@ async function main(): Promise<number> {
     }/` +
       `${denoShaders.length} built, load ${denoLoad.toFixed(2)} s, ${denoTps.toFixed(1)} tokens/s`,
   );
+
+  // A browser cannot load node: modules: name any the page's static import graph still has.
+  const leaks = nodeImports(join(ROOT, "src/web/dist"), "check_page.js");
+  if (leaks.length) {
+    console.error(
+      `browser: the page's bundle imports ${leaks.join(", ")}; a module the page needs imports ` +
+        "a Node built-in (map it in src/web/import_map.json or load it on demand)",
+    );
+    bundle.dispose();
+    return 1;
+  }
 
   // The page, served with the API (the same model answers the page's "on the server" questions).
   const web = webHandler({ models: { demo: checkpoint }, files: { samples: files } });
