@@ -11,12 +11,7 @@
 // Shared with stage 4: where the run starts ({@link continuedModel}) and the data opener.
 
 import type { Batch } from "../data/collator.ts";
-import type { SiqvlProcessor } from "../data/processor.ts";
 import { openReasoningDatasets, type RecordKind } from "../data/datasets/open_reasoning.ts";
-import { datasetLength } from "../data/datasets/split.ts";
-import type { Dataset } from "../data/datasets/types.ts";
-import { ImagePool } from "../data/image_pool.ts";
-import { DataLoader, type LoaderState } from "../data/loader.ts";
 import type { ReasoningFormat } from "../data/reasoning.ts";
 import { openSiqvl, type SiqvlBundle } from "../models/factory.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
@@ -24,7 +19,6 @@ import type { Tensor } from "../tensor/tensor.ts";
 import type { TrainArgs } from "./args.ts";
 import { hasFinalModel } from "./checkpoint.ts";
 import type {
-  BatchSource,
   Stage,
   StageContext,
   StageData,
@@ -36,8 +30,8 @@ import {
   applyStagePlan,
   describePlan,
   findPreviousStage,
-  fixedGenSamples,
   frozenStorageDtype,
+  loaderData,
   prepareStorage,
   supervisedLoss,
 } from "./supervised.ts";
@@ -161,53 +155,6 @@ export async function continuedModel(ctx: StageContext, plan: StagePlan): Promis
   return { bundle, from };
 }
 
-/** A data loader as a {@link BatchSource}. */
-export function loaderBatchSource(loader: DataLoader): BatchSource<Batch> {
-  return {
-    next: () => loader.next(),
-    state: () => loader.state(),
-    restore: (s) => loader.restore(s as LoaderState),
-    report: () => loader.report(),
-    close: () => loader.close(),
-  };
-}
-
-/** Supervised batches over opened datasets (as stages 1–2 build them). */
-export async function supervisedStageData(
-  a: TrainArgs,
-  processor: SiqvlProcessor,
-  ds: { train: Dataset; eval: Dataset | null; description: string },
-): Promise<StageData<Batch>> {
-  const pool = new ImagePool({ workers: 0 });
-  const common = {
-    processor,
-    batchSize: a.per_device_train_batch_size,
-    maxLength: a.max_length ?? undefined,
-    pool,
-  };
-  const train = new DataLoader({ ...common, dataset: ds.train });
-  const evalDs = ds.eval;
-  return {
-    train: loaderBatchSource(train),
-    evalSource: evalDs
-      ? () => {
-        evalDs.rewind(0);
-        return loaderBatchSource(new DataLoader({ ...common, dataset: evalDs, epochs: 1 }));
-      }
-      : null,
-    genSamples: evalDs && a.gen_samples > 0 ? await fixedGenSamples(evalDs, a.gen_samples) : [],
-    numTrain: datasetLength(ds.train),
-    numEval: evalDs ? a.max_eval_samples : 0,
-    description: ds.description,
-    close: async () => {
-      await train.close();
-      pool.close();
-      await ds.train.close?.();
-      await evalDs?.close?.();
-    },
-  };
-}
-
 /** Stage 3. */
 export class CotSftStage implements Stage<Batch> {
   readonly id = 3;
@@ -233,7 +180,7 @@ export class CotSftStage implements Stage<Batch> {
 
   async openData(_ctx: StageContext, bundle: SiqvlBundle): Promise<StageData<Batch>> {
     const ds = await this.#data.open(bundle.processor.image.size);
-    return await supervisedStageData(this.args, bundle.processor, ds);
+    return await loaderData(this.args, bundle, ds);
   }
 
   lossModel(model: SiqvlModel): LossModel<Batch> {

@@ -207,7 +207,7 @@ function sumCounts(...all: Record<string, number>[]): Record<string, number> {
 }
 
 /** The data loader as a {@link BatchSource} (its state is the loader's JSON position). */
-function loaderSource(loader: DataLoader): BatchSource<Batch> {
+export function loaderSource(loader: DataLoader): BatchSource<Batch> {
   return {
     next: () => loader.next(),
     state: () => loader.state(),
@@ -218,15 +218,11 @@ function loaderSource(loader: DataLoader): BatchSource<Batch> {
   };
 }
 
-/** Open the stage's datasets and loaders (`--data_path`, splits, workers) for `processor`. */
+/** Open the stage's datasets (`--data_path`, splits) and their loaders for `processor`. */
 export async function openSupervisedData(
   a: TrainArgs,
   bundle: { processor: SiqvlProcessor; model?: SiqvlModel },
 ): Promise<StageData<Batch>> {
-  const { processor } = bundle;
-  // Without --max_length, the model's own limit applies and longer samples are dropped and
-  // counted (a sample the model cannot take never reaches it); --max_length N truncates.
-  const modelLimit = bundle.model ? rowLimit(a, bundle.model) : undefined;
   setReadLimitMiB(a.max_file_mb ?? undefined);
   setMaxImagePixels(a.max_image_pixels ?? undefined);
   const ds = await openDatasets({
@@ -236,9 +232,25 @@ export async function openSupervisedData(
     seed: a.seed,
     maxSamples: a.max_samples,
     maxEvalSamples: a.max_eval_samples,
-    imageSize: processor.image.size,
+    imageSize: bundle.processor.image.size,
     allowOutside: a.allow_outside_images,
   });
+  return loaderData(a, bundle, ds);
+}
+
+/**
+ * Loaders over opened train/eval datasets (workers, length limit, generation-eval samples):
+ * the data of every stage that trains on (image, conversation) batches.
+ */
+export async function loaderData(
+  a: TrainArgs,
+  bundle: { processor: SiqvlProcessor; model?: SiqvlModel },
+  ds: { train: Dataset; eval: Dataset | null; description: string },
+): Promise<StageData<Batch>> {
+  const { processor } = bundle;
+  // Without --max_length, the model's own limit applies and longer samples are dropped and
+  // counted (a sample the model cannot take never reaches it); --max_length N truncates.
+  const modelLimit = bundle.model ? rowLimit(a, bundle.model) : undefined;
   const workers = a.dataloader_num_workers > 0 && !a.data_path.startsWith("shapes")
     ? Math.min(a.dataloader_num_workers, 4)
     : 0;
