@@ -18,13 +18,7 @@ import type { SiqvlModel } from "../models/siqvl.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { TrainArgs } from "./args.ts";
 import { hasFinalModel } from "./checkpoint.ts";
-import type {
-  Stage,
-  StageContext,
-  StageData,
-  StageModel,
-  StagePlan,
-} from "./stage.ts";
+import type { Stage, StageContext, StageData, StageModel, StagePlan } from "./stage.ts";
 import type { LossModel } from "./step.ts";
 import {
   applyStagePlan,
