@@ -8,32 +8,19 @@
 //
 // Flags: --output_dir DIR (default ./out/demo: the stage-2 demo's directory), --help.
 
-import { parseArgs } from "node:util";
 import { runReasoningDemo } from "../src/demo/reasoning.ts";
+import { demoMain } from "./flags.ts";
 import { trainFromArgv } from "./train.ts";
-import { announce } from "../src/gpu/announce.ts";
+
+const HELP = "Usage: deno task demo:reasoning [--output_dir DIR]\n\nContinues the demo's stage-2 " +
+  "model under DIR (default ./out/demo; `deno task demo` runs first when it is\n" +
+  "missing): stage 3 chain-of-thought SFT, stage 4 DPO, stage 4 GRPO, and prints " +
+  "held-out results before and after each.";
 
 if (import.meta.main) {
-  try {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: { output_dir: { type: "string" }, help: { type: "boolean", short: "h" } },
-      strict: true,
-    });
-    if (values.help) {
-      console.log(
-        "Usage: deno task demo:reasoning [--output_dir DIR]\n\nContinues the demo's stage-2 " +
-          "model under DIR (default ./out/demo; `deno task demo` runs first when it is\n" +
-          "missing): stage 3 chain-of-thought SFT, stage 4 DPO, stage 4 GRPO, and prints " +
-          "held-out results before and after each.",
-      );
-      Deno.exit(0);
-    }
-    await announce();
-    const out = values.output_dir ?? "./out/demo";
-    await runReasoningDemo(out, (argv, keepModel) => trainFromArgv(argv, { keepModel }));
-  } catch (e) {
-    console.error(`error: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
+  await demoMain(
+    Deno.args,
+    HELP,
+    (out) => runReasoningDemo(out, (argv, keepModel) => trainFromArgv(argv, { keepModel })),
+  );
 }

@@ -45,3 +45,31 @@ export function intFlag<D extends number | undefined>(
   }
   return x;
 }
+
+/**
+ * The shared shell of the demo CLIs: `--output_dir DIR` (default ./out/demo) and `--help`/`-h`
+ * (without touching the GPU), the adapter line, then `run(dir)`; an error prints one line and
+ * exits 1.
+ */
+export async function demoMain(
+  argv: string[],
+  help: string,
+  run: (outDir: string) => Promise<unknown>,
+): Promise<void> {
+  const { announce } = await import("../src/gpu/announce.ts");
+  try {
+    const v = parseFlags(argv, {
+      output_dir: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    });
+    if (v.help) {
+      console.log(help);
+      return;
+    }
+    await announce();
+    await run(v.output_dir ?? "./out/demo");
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}
