@@ -36,6 +36,11 @@ results.json, results.md and samples_<task>.jsonl into --output_dir.
   --reasoning_format F       final answer from reasoning output: think (after </think>),
                              llava-cot (<CONCLUSION>), plain (last line), none (default: task's)
   --workers N                image decoding workers (default: cores − 1, at most 4)
+  --profile                  profile the whole evaluation (src/gpu/profile.ts): after the
+                             results, tables per kernel family, model part (vision, projector,
+                             llm.*) and kernel — dispatches, GPU time, bytes bound, share; the
+                             scores are unchanged
+  --profile_out FILE         where --profile writes its JSON (default <output_dir>/profile.json)
   --score FILE --metric M    score a JSONL of {"prediction", "answers"[, "choices", "answer"]}
                              lines without a model; ends with "<metric>: <value> (<n> samples)"
   --compare DIR1,DIR2        print the results of several output folders side by side
@@ -60,6 +65,8 @@ const OPTIONS = {
   score: { type: "string" },
   metric: { type: "string" },
   compare: { type: "string" },
+  profile: { type: "boolean" },
+  profile_out: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -108,15 +115,21 @@ export async function main(
   let reasoningFormat: ReasoningFormat | undefined;
   if (v.reasoning_format !== undefined) reasoningFormat = parseReasoningFormat(v.reasoning_format);
   // Every task file is read and validated before the model loads.
-  const tasks = [];
+  const tasks: Awaited<ReturnType<typeof loadTask>>[] = [];
   for (const name of list(v.tasks)) tasks.push(await loadTask(name));
   const outDir = v.output_dir ?? join("eval_results", basename(v.checkpoint.replace(/\/+$/, "")));
+  if (v.profile_out !== undefined && !v.profile) {
+    throw new Error("--profile_out has no effect without --profile");
+  }
+  if (v.profile_out === "") throw new Error("--profile_out needs a file name");
+  const profileOut = v.profile_out ?? join(outDir, "profile.json");
 
   const { announce } = await import("../src/gpu/announce.ts");
   const { openSiqvl, resolveModelSource } = await import("../src/models/factory.ts");
   const { ImagePool } = await import("../src/data/image_pool.ts");
   const { runTask } = await import("../src/eval/runner.ts");
   const { Progress } = await import("../src/train/progress.ts");
+  const { describeProfile, ProfileSession } = await import("../src/gpu/profile_session.ts");
   const gpu = await announce();
   const local = await resolveModelSource(v.checkpoint, (s) => out(s));
   const hash = await checkpointHash(local);
@@ -129,8 +142,7 @@ export async function main(
     created: new Date().toISOString(),
     tasks: results,
   };
-  try {
-    await Deno.mkdir(outDir, { recursive: true });
+  const runTasks = async () => {
     for (const task of tasks) {
       const samplesPath = join(outDir, `samples_${task.spec.task}.jsonl`);
       const sink = await Deno.open(samplesPath, { write: true, create: true, truncate: true });
@@ -170,6 +182,20 @@ export async function main(
       }
       await writeResults(outDir, report); // after every task: a crash keeps what is done
     }
+  };
+  let profileText = "";
+  try {
+    await Deno.mkdir(outDir, { recursive: true });
+    const prof = v.profile ? await ProfileSession.start(gpu, bundle.model) : null;
+    try {
+      await runTasks();
+      const r = await prof?.stop(profileOut);
+      if (r) {
+        profileText = describeProfile(`[eval] profile of ${tasks.length} task(s)`, r, profileOut);
+      }
+    } finally {
+      await prof?.stop(null);
+    }
   } finally {
     pool.close();
     bundle.dispose();
@@ -181,6 +207,7 @@ export async function main(
       join(outDir, "results.md")
     }, samples_<task>.jsonl`,
   );
+  if (profileText) out(profileText);
   return report;
 }
 

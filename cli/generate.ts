@@ -11,6 +11,7 @@ import { MissingFileError, readBounded, setReadLimitMiB } from "../src/io/file.t
 import { generate } from "../src/infer/generate.ts";
 import { openSiqvl } from "../src/models/factory.ts";
 import { noGrad, Tensor } from "../src/tensor/tensor.ts";
+import { describeProfile, profileSection, ProfileSession } from "../src/gpu/profile_session.ts";
 
 const HELP = `Usage: deno run -A --unstable-webgpu cli/generate.ts --checkpoint DIR --image PATH|URL
          [--question TEXT] [flags]
@@ -34,6 +35,11 @@ cli/train.ts, or an original SiQ-VL checkpoint), streaming the answer.
                             stream everything, reasoning included)
   --max_file_mb N           raise the size cap of files read (default 64 MiB for images)
   --max_image_pixels N      raise the decoded image size limit (default 89478485)
+  --profile                 profile the generation (src/gpu/profile.ts): after the answer, tables
+                            per kernel family, model part (vision, projector, llm.*), section
+                            (prefill: image + prompt up to the first token; decode: the rest) and
+                            kernel — dispatches, GPU time, bytes bound, share; results unchanged
+  --profile_out FILE        where --profile writes its JSON (default generate-profile.json)
   -h, --help`;
 
 const OPTIONS = {
@@ -52,6 +58,8 @@ const OPTIONS = {
   max_image_pixels: { type: "string" },
   reasoning_format: { type: "string" },
   show_reasoning: { type: "boolean" },
+  profile: { type: "boolean" },
+  profile_out: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -105,6 +113,11 @@ export async function main(
   );
   const format = parseReasoningFormat(v.reasoning_format ?? "think");
   const showReasoning = v.show_reasoning ?? true;
+  if (v.profile_out !== undefined && !v.profile) {
+    throw new Error("--profile_out has no effect without --profile");
+  }
+  if (v.profile_out === "") throw new Error("--profile_out needs a file name");
+  const profileOut = v.profile_out ?? "generate-profile.json";
   const sample = v.sample ?? true;
   if (beams > 1 && sample) {
     throw new Error("--num_beams > 1 is deterministic beam search: add --no_sample");
@@ -118,6 +131,9 @@ export async function main(
   try {
     const px = await preprocessBytes(await readImageBytes(v.image), processor.image);
     const S = processor.image.size;
+    // --profile: from the image upload on (prefill: up to the first token; decode: the rest).
+    const prof = v.profile ? await ProfileSession.start(gpu, model) : null;
+    if (prof) profileSection(beams > 1 ? "beam search" : "prefill");
     const pixels = noGrad(() => Tensor.from(gpu, px, [1, 3, S, S], "f32"));
     const prompt = Array.from(processor.encodePrompt(question).inputIds);
     const tok = processor.tokenizer;
@@ -147,6 +163,7 @@ export async function main(
         padTokenId: processor.ids.pad,
         seed,
         onToken: (_row, t) => {
+          if (gen.length === 0 && prof) profileSection("decode");
           gen.push(t);
           stream();
         },
@@ -154,16 +171,20 @@ export async function main(
       const answer = tok.decode(res.tokens[0].filter((t) => !stop.has(t)), {
         skipSpecialTokens: true,
       }).trim();
+      let printed = answer;
       if (!showReasoning) {
-        const final = extractAnswer(answer, format);
-        out(final + "\n");
-        return final;
+        printed = extractAnswer(answer, format);
+        out(printed + "\n");
+      } else {
+        if (beams > 1) out(answer);
+        else if (shown.trim() !== answer) out(answer.slice(shown.trim().length));
+        out("\n");
       }
-      if (beams > 1) out(answer);
-      else if (shown.trim() !== answer) out(answer.slice(shown.trim().length));
-      out("\n");
-      return answer;
+      const report = await prof?.stop(profileOut);
+      if (report) out(describeProfile("[generate] profile", report, profileOut) + "\n");
+      return printed;
     } finally {
+      await prof?.stop(null);
       pixels.dispose();
     }
   } finally {

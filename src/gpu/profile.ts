@@ -22,6 +22,11 @@
 // Model parts: a stack of names (profilePart(name, fn), or instrumentParts() wrapping module
 // forwards). The autograd tape remembers each node's part, so backward kernels are charged to
 // "backward:<part>", and a gradient-checkpointing recompute to "recompute:<part>".
+//
+// Sections: a coarser label set from outside between pieces of work (profileSection("decode")),
+// e.g. a generation's prefill and decode; every record falls in the section current when it was
+// encoded (default "all"). pauseProfile(gpu, fn) runs fn unrecorded inside a profile (a trainer's
+// eval or save between profiled steps); its wall time is left out of the report's.
 
 import process from "node:process";
 
@@ -48,12 +53,16 @@ export interface ProfileReport {
   dispatches: number;
   copies: number;
   readbacks: number;
+  /** Wall time paused (pauseProfile), not in wallMs. */
+  pausedMs: number;
   /** Peak of the buffer pool (bytes) during the profile, and the process's peak RSS at its end. */
   poolPeakBytes: number;
   peakRssBytes: number;
   families: ProfileRow[];
   kernels: ProfileRow[];
   parts: ProfileRow[];
+  /** Per section (profileSection); one row "all" when none was named. */
+  sections: ProfileRow[];
 }
 
 interface Rec {
@@ -61,6 +70,7 @@ interface Rec {
   family: string;
   kernel: string;
   part: string;
+  section: string;
   bytes: number;
   ns: number;
 }
@@ -70,6 +80,9 @@ export class Profiler {
   readonly records: Rec[] = [];
   readonly t0 = performance.now();
   readonly pending: Promise<void>[] = [];
+  /** The section new records fall in (profileSection). */
+  section = "all";
+  pausedMs = 0;
   #stack: string[] = [];
   #phase: "forward" | "backward" | "recompute" = "forward";
 
@@ -99,7 +112,15 @@ export class Profiler {
 
   /** Add a record; returns it so the device can fill in its time later. */
   add(kind: ProfileKind, family: string, kernel: string, bytes: number): Rec {
-    const r: Rec = { kind, family, kernel, part: this.label(), bytes, ns: 0 };
+    const r: Rec = {
+      kind,
+      family,
+      kernel,
+      part: this.label(),
+      section: this.section,
+      bytes,
+      ns: 0,
+    };
     this.records.push(r);
     return r;
   }
@@ -152,7 +173,7 @@ export async function stopProfile(gpu: ProfiledGpu): Promise<ProfileReport> {
   const p = active;
   if (!p || activeGpu !== gpu) throw new Error("stopProfile: no profile running on this device");
   await gpu.sync();
-  const wallMs = performance.now() - p.t0;
+  const wallMs = performance.now() - p.t0 - p.pausedMs;
   active = null;
   activeGpu = null;
   await Promise.all(p.pending);
@@ -175,6 +196,7 @@ export async function stopProfile(gpu: ProfiledGpu): Promise<ProfileReport> {
   return {
     timing: gpu.features.timestampQuery ? "timestamp-query" : "estimate",
     wallMs,
+    pausedMs: p.pausedMs,
     gpuMs: families.reduce((s, r) => s + r.gpuMs, 0),
     dispatches: p.records.filter((r) => r.kind === "kernel").length,
     copies: p.records.filter((r) => r.kind === "copy").length,
@@ -184,7 +206,36 @@ export async function stopProfile(gpu: ProfiledGpu): Promise<ProfileReport> {
     families,
     kernels: rows((r) => r.kernel),
     parts: rows((r) => r.part),
+    sections: rows((r) => r.section),
   };
+}
+
+/** Put the work encoded from now on in section `name` (a no-op when no profile is running). */
+export function profileSection(name: string): void {
+  if (active) active.section = name;
+}
+
+/**
+ * Run `fn` with the running profile of `gpu` suspended: nothing it encodes is recorded, and its
+ * wall time is not counted. The GPU is flushed before and after, so no batch mixes the two.
+ * Without a running profile this is just `fn()`.
+ */
+export async function pauseProfile<T>(gpu: ProfiledGpu, fn: () => Promise<T>): Promise<T> {
+  const p = active;
+  if (!p || activeGpu !== gpu) return await fn();
+  await gpu.sync();
+  const t = performance.now();
+  active = null;
+  activeGpu = null;
+  try {
+    const out = await fn();
+    await gpu.sync();
+    return out;
+  } finally {
+    active = p;
+    activeGpu = gpu;
+    p.pausedMs += performance.now() - t;
+  }
 }
 
 /** Run `fn` inside model part `name` (a no-op wrapper when no profile is running). */
@@ -248,17 +299,18 @@ export function instrumentParts(
 }
 
 /** Methods of a SiQ-VL model that siqvlPart names. */
-export const SIQVL_PART_METHODS: readonly string[] = ["forward", "loss", "embed"];
+export const SIQVL_PART_METHODS: readonly string[] = ["forward", "loss", "embed", "logits"];
 
 /**
  * Part names of a SiQ-VL model (src/models/siqvl.ts): vision, projector, the language model's
- * phases (embed, attention incl. its projections, mlp, norm, a layer's residual adds) and the
- * loss (the fused linear-CE head).
+ * phases (embed, attention incl. its projections, mlp, norm, a layer's residual adds), the
+ * loss (the fused linear-CE head) and the logits head of generation (llm.head).
  */
 export function siqvlPart(path: string, method: string): string | null {
   const llm = path.startsWith("text_model");
   if (method === "loss") return path === "text_model" ? "loss" : null;
   if (method === "embed") return path === "text_model" ? "llm.embed" : null;
+  if (method === "logits") return path === "text_model" ? "llm.head" : null;
   if (path === "vision_model") return "vision";
   if (path === "projector") return "projector";
   if (!llm) return null;
@@ -318,6 +370,9 @@ export function formatProfile(r: ProfileReport, topKernels = 15): string {
     "",
     table("part", r.parts, 40),
     "",
+    ...(r.sections.length > 1 || r.sections[0]?.name !== "all"
+      ? [table("section", r.sections, 20), ""]
+      : []),
     table("kernel", r.kernels, topKernels),
   ].join("\n");
 }

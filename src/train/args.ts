@@ -450,7 +450,35 @@ export const FLAGS = {
   gradient_checkpointing: {
     kind: "bool",
     def: true,
-    help: "recompute each transformer block in backward (less activation memory)",
+    help: "recompute each transformer block in backward (less activation memory); how many " +
+      "really recompute: --activation_budget_mb",
+  },
+  activation_budget_mb: {
+    kind: "float",
+    def: null,
+    min: 0,
+    help: "with gradient checkpointing (the default): keep the activations of transformer " +
+      "blocks, in order, while their total stays within N MiB, and recompute only the blocks " +
+      "past it (0 = recompute every block, the default; a large N = keep all, no recompute). " +
+      "The split is logged after the first step. An error with --no_gradient_checkpointing " +
+      "(then every block keeps its activations)",
+  },
+  profile: {
+    kind: "bool",
+    def: false,
+    help: "profile a window of optimizer steps (src/gpu/profile.ts): print tables per kernel " +
+      "family, model part (vision, projector, llm.*, loss, backward:*, recompute:*, " +
+      "optimizer) and kernel at the end (dispatches, GPU time, bytes bound, share), and write " +
+      "them to <stage dir>/profile.json. Results are unchanged; the profiled steps run a few " +
+      "percent slower (one compute pass per dispatch)",
+  },
+  profile_steps: {
+    kind: "int",
+    def: 3,
+    min: 1,
+    help: "--profile: optimizer steps in the window, which starts at this process's second " +
+      "step (the first compiles the shaders; a run of one step profiles that one); evals, " +
+      "generation evals and saves inside the window are not counted",
   },
   merge_lora: { kind: "bool", def: false, help: "with LoRA: also export a merged model" },
   save_pytorch_bin: {
@@ -802,6 +830,15 @@ export function finalizeArgs(args: TrainArgs, explicit: Set<string>): TrainArgs 
   }
   if (a.report_to.includes("none") && a.report_to.length > 1) {
     throw new Error(`--report_to ${a.report_to.join(",")}: "none" cannot be combined`);
+  }
+  if (a.activation_budget_mb !== null && !a.gradient_checkpointing) {
+    throw new Error(
+      "--activation_budget_mb chooses which checkpointed blocks recompute: it has no effect " +
+        "with --no_gradient_checkpointing (every block keeps its activations)",
+    );
+  }
+  if (given("profile_steps") && !a.profile) {
+    throw new Error("--profile_steps has no effect without --profile");
   }
   if (a.dataloader_num_workers > 64) {
     throw new Error(`--dataloader_num_workers ${a.dataloader_num_workers}: at most 64`);

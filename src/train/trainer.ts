@@ -17,6 +17,7 @@ import type { SiqvlProcessor } from "../data/processor.ts";
 import type { SiqvlModel } from "../models/siqvl.ts";
 import { setDropoutSeed } from "../nn/dropout.ts";
 import { scale } from "../tensor/ops/elementwise.ts";
+import { checkpointStats, setCheckpointBudget } from "../tensor/tape.ts";
 import { finalizeArgs, parseTrainArgs, type TrainArgs } from "./args.ts";
 import {
   EvalLossCallback,
@@ -54,6 +55,7 @@ import type { SiqvlBundle } from "../models/factory.ts";
 import type { Stage, StageData } from "./stage.ts";
 import { type LossModel, type StepBatch, StepRunner, type StepStats } from "./step.ts";
 import { formatSkips, StepLog } from "./step_log.ts";
+import { profilePath, ProfileWindow, type TrainProfile } from "./profile_window.ts";
 
 /** Options of {@link runTraining}. */
 export interface RunOptions {
@@ -95,6 +97,14 @@ export interface RunResult {
   tensorboardPath: string | null;
   /** The previous stage's result the run started from. */
   fromDir?: string;
+  /** --profile: the profiled window (also in `profilePath`), null when no step was profiled. */
+  profile?: TrainProfile | null;
+  profilePath?: string;
+  /**
+   * Gradient checkpointing in this process's first step: block forwards that kept their
+   * activations (within --activation_budget_mb) and that recompute in backward.
+   */
+  checkpointing?: { kept: number; recomputed: number };
   model?: SiqvlModel;
   processor?: SiqvlProcessor;
   seconds: number;
@@ -265,6 +275,8 @@ interface RunFields {
 class TrainingRun {
   globalStep = 0;
   lastCheckpoint: string | null;
+  profiler: ProfileWindow | null = null;
+  checkpointing: { kept: number; recomputed: number } | undefined;
   readonly view: TrainerView;
   readonly metricsPath: string;
   readonly plotPath: string;
@@ -354,6 +366,19 @@ class TrainingRun {
       // ---- what trains, on what ----
       const trainable = stage.trainable(model);
       model.text.gradientCheckpointing = a.gradient_checkpointing;
+      const budgetMb = a.activation_budget_mb ?? 0;
+      const prevBudget = setCheckpointBudget(budgetMb * 2 ** 20);
+      cleanup.push(() => void setCheckpointBudget(prevBudget));
+      log(
+        `[siqvl] gradient checkpointing: ${
+          !a.gradient_checkpointing
+            ? "off (every block keeps its activations)"
+            : budgetMb > 0
+            ? `blocks keep activations within ${budgetMb} MiB (--activation_budget_mb), the ` +
+              "rest recompute in backward"
+            : "every block recomputes in backward"
+        }`,
+      );
       const numTrainable = trainable.reduce((s, [, t]) => s + t.size, 0);
       const numTotal = model.numParameters();
       log(
@@ -536,15 +561,50 @@ class TrainingRun {
 
   /** Optimizer steps until the end, a stop condition or the test kill switch. */
   async loop(): Promise<RunStatus> {
-    const { args: a, steps, callbacks, view, data, totalSteps } = this;
+    const { args: a, steps, callbacks, view, totalSteps } = this;
     let status: RunStatus = "completed";
-    let stepsThisProcess = 0;
     this.bundle.model.train(true);
     if (this.globalStep === 0) {
       for (const cb of callbacks) if (cb.onStart) await steps.paused(() => cb.onStart!(view));
     }
     steps.resetWindow();
+    const prof = a.profile
+      ? this.profiler = new ProfileWindow(
+        this.runner.gpu,
+        this.bundle.model,
+        this.parts.optimizer,
+        {
+          steps: a.profile_steps,
+          remaining: totalSteps - this.globalStep,
+          file: profilePath(this.where.stageDir),
+        },
+      )
+      : null;
+    const paused = (f: () => Promise<void>) =>
+      prof ? prof.paused(() => steps.paused(f)) : steps.paused(f);
+    checkpointStats(true);
+    try {
+      status = await this.#steps(prof, paused);
+    } finally {
+      await prof?.close();
+    }
+    if (steps.tooManyNonFinite) status = "stopped-nonfinite";
+    await steps.drain();
+    steps.record();
+    this.progress.done();
+    return status;
+  }
+
+  /** The loop of {@link loop}, with the profile window's hooks. */
+  async #steps(
+    prof: ProfileWindow | null,
+    paused: (f: () => Promise<void>) => Promise<void>,
+  ): Promise<RunStatus> {
+    const { args: a, steps, callbacks, view, data, totalSteps } = this;
+    let status: RunStatus = "completed";
+    let stepsThisProcess = 0;
     while (this.globalStep < totalSteps && status === "completed") {
+      await prof?.before(stepsThisProcess + 1);
       const window: StepBatch[] = [];
       for (let k = 0; k < a.gradient_accumulation_steps; k++) {
         const b = await data.train.next();
@@ -559,20 +619,32 @@ class TrainingRun {
         await steps.drain();
         steps.record();
       } else this.progress.update(step);
+      if (stepsThisProcess === 1) this.#logCheckpointing();
+      await prof?.after(stepsThisProcess, step, step === totalSteps || steps.tooManyNonFinite);
       if (steps.tooManyNonFinite) break;
       if (step !== totalSteps) {
-        for (const cb of callbacks) if (cb.onStep) await steps.paused(() => cb.onStep!(view, step));
-        if (step % a.save_steps === 0) await steps.paused(() => this.save(step));
+        for (const cb of callbacks) if (cb.onStep) await paused(() => cb.onStep!(view, step));
+        if (step % a.save_steps === 0) await paused(() => this.save(step));
       }
       if (steps.tooManyNonFinite) break;
       if (callbacks.some((c) => c.shouldStop?.())) status = "early-stopped";
       else if (stepsThisProcess === this.opts.killAfterSteps) status = "killed";
     }
-    if (steps.tooManyNonFinite) status = "stopped-nonfinite";
-    await steps.drain();
-    steps.record();
-    this.progress.done();
     return status;
+  }
+
+  /** After the first step: how many checkpointed block forwards kept activations (once). */
+  #logCheckpointing(): void {
+    const { kept, recomputed } = checkpointStats(true);
+    if (!this.args.gradient_checkpointing || kept + recomputed === 0) return;
+    this.checkpointing = { kept, recomputed };
+    const budget = this.args.activation_budget_mb ?? 0;
+    this.view.say(
+      `[siqvl] gradient checkpointing, step ${this.globalStep}: ${kept} of ${
+        kept + recomputed
+      } block forwards kept their activations (budget ${budget} MiB), ${recomputed} recompute ` +
+        `in backward (${this.bundle.model.text.layers.length} blocks per forward)`,
+    );
   }
 
   /** Final evaluations, the final model directory and the hub upload (unless stopped or killed). */
@@ -621,6 +693,7 @@ class TrainingRun {
     );
     const skipped = formatSkips(this.data.train.skipCounts?.() ?? {});
     log(`[siqvl] samples skipped: ${skipped || "none"}`);
+    if (this.profiler) log(this.profiler.describe());
     const { evalCb, genCb } = this.builtin;
     return {
       status,
@@ -638,6 +711,10 @@ class TrainingRun {
       metricsPath: this.metricsPath,
       tensorboardPath: metrics.tensorboardPath,
       fromDir: this.from ?? undefined,
+      ...(this.profiler
+        ? { profile: this.profiler.report, profilePath: profilePath(where.stageDir) }
+        : {}),
+      checkpointing: this.checkpointing,
       seconds,
       ...(this.opts.keepModel ? { model: bundle.model, processor: bundle.processor } : {}),
     };
