@@ -299,15 +299,24 @@ export function instrumentParts(
 }
 
 /** Methods of a SiQ-VL model that siqvlPart names. */
-export const SIQVL_PART_METHODS: readonly string[] = ["forward", "loss", "embed", "logits"];
+export const SIQVL_PART_METHODS: readonly string[] = [
+  "forward",
+  "embedInputs",
+  "loss",
+  "embed",
+  "logits",
+];
 
 /**
- * Part names of a SiQ-VL model (src/models/siqvl.ts): vision, projector, the language model's
- * phases (embed, attention incl. its projections, mlp, norm, a layer's residual adds), the
- * loss (the fused linear-CE head) and the logits head of generation (llm.head).
+ * Part names of a SiQ-VL model (src/models/siqvl.ts): inputs (the model's own work around its
+ * parts: id / position / label uploads, image tokens merged into the sequence), vision,
+ * projector, the language model's phases (embed, attention incl. its projections, mlp, norm, a
+ * layer's residual adds), the loss (the fused linear-CE head) and the logits head of generation
+ * (llm.head).
  */
 export function siqvlPart(path: string, method: string): string | null {
   const llm = path.startsWith("text_model");
+  if (path === "") return method === "forward" || method === "embedInputs" ? "inputs" : null;
   if (method === "loss") return path === "text_model" ? "loss" : null;
   if (method === "embed") return path === "text_model" ? "llm.embed" : null;
   if (method === "logits") return path === "text_model" ? "llm.head" : null;

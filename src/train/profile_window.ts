@@ -6,11 +6,16 @@
 // step. It covers the data hand-off, forward, backward, optimizer and the metric readbacks of those
 // steps; callbacks and saves between them run with the profile paused (pauseProfile).
 //
-//   const w = new ProfileWindow(gpu, model, optimizer, { steps: 3, remaining, file });
-//   await w.before(k);   // before this process's k-th step (1-based): starts the profile at k0
-//   await w.after(k, last);  // after it (and its readback): stops after the last window step
-//   await w.paused(fn);  // fn unprofiled
-//   await w.close();     // stops a profile still running (a run that ended early)
+// Parts: the model's (siqvlPart: inputs, vision, projector, llm.*, loss; backward:* and
+// recompute:* for their gradients), "optimizer" (clipping + AdamW), "batch" (the stage's loss
+// function outside the model: the pixel upload, a stage's own loss arithmetic) and "other" (the
+// step runner: gradient accumulation over micro-batches, the statistics ring, its readback).
+//
+//   const w = new ProfileWindow(gpu, model, optimizer, lossModel, { steps, remaining, file });
+//   await w.before(k);            // before this process's k-th step (1-based): may start it
+//   await w.after(k, step, end);  // after it (and its readback): stops after the window
+//   await w.paused(fn);           // fn unprofiled
+//   await w.close();              // stops a profile still running (a run that ended early)
 
 import { join } from "node:path";
 import type { Gpu } from "../gpu/device.ts";
@@ -41,6 +46,8 @@ export class ProfileWindow {
     readonly gpu: Gpu,
     readonly model: SiqvlModel,
     readonly optimizer: AdamW,
+    /** The stage's loss: its work outside the model's parts is charged to "batch". */
+    readonly lossModel: object,
     readonly o: { steps: number; remaining: number; file: string },
   ) {
     this.first = o.remaining > 1 ? 2 : 1;
@@ -52,6 +59,7 @@ export class ProfileWindow {
     if (k !== this.first || this.#session) return;
     this.#session = await ProfileSession.start(this.gpu, this.model, [
       [this.optimizer, "update", "optimizer"],
+      [this.lossModel, "lossOf", "batch"],
     ]);
   }
 

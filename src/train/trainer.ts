@@ -573,6 +573,7 @@ class TrainingRun {
         this.runner.gpu,
         this.bundle.model,
         this.parts.optimizer,
+        this.runner.model,
         {
           steps: a.profile_steps,
           remaining: totalSteps - this.globalStep,
