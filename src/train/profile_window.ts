@@ -9,7 +9,10 @@
 // Parts: the model's (siqvlPart: inputs, vision, projector, llm.*, loss; backward:* and
 // recompute:* for their gradients), "optimizer" (clipping + AdamW), "batch" (the stage's loss
 // function outside the model: the pixel upload, a stage's own loss arithmetic) and "other" (the
-// step runner: gradient accumulation over micro-batches, the statistics ring, its readback).
+// step runner: gradient accumulation over micro-batches, the statistics ring, its readback; and
+// the tape's own sums where gradients meet outside a checkpoint recompute — with activations kept
+// by --activation_budget_mb these are the residual stream's). GRPO's rollouts are the data
+// hand-off of a step, so they are in the window (under the model's parts).
 //
 //   const w = new ProfileWindow(gpu, model, optimizer, lossModel, { steps, remaining, file });
 //   await w.before(k);            // before this process's k-th step (1-based): may start it
