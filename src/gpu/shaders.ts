@@ -9,6 +9,7 @@ export const SHADER_FILES: readonly string[] = [
   "elementwise",
   "embedding",
   "finite",
+  "gemm_tiled",
   "linear_ce",
   "matmul",
   "matmul_pack",

@@ -9,6 +9,8 @@ import type { Tensor } from "../tensor.ts";
 import { maxBindingBytes, spanBinding } from "../windows.ts";
 import { MAX_TEXELS, pack, releaseTexture, type RowView } from "./matmul_pack.ts";
 import { tuning } from "../tuning.ts";
+import { useGpuKernels } from "../variants.ts";
+import { gemmTiled } from "./gemm_tiled.ts";
 
 /** Output columns per GEMM invocation (fixed by matmul.wgsl). */
 const COLS = 16;
@@ -118,6 +120,9 @@ export function gemm(L: RowView, R: RowView, out: Tensor, opts: GemmOptions = {}
   const P = L.rows, Q = R.rows, K = L.k;
   const batches = Math.max(L.batches, R.batches);
   if (P === 0 || Q === 0 || batches === 0) return;
+  // GPU variant (a discrete GPU, or SIQVL_KERNELS=gpu): the workgroup-tiled kernel reads both
+  // operands in their own layouts (gemm_tiled.ts); it declines only bindings it cannot make.
+  if (useGpuKernels(gpu) && gemmTiled(L, R, out, opts)) return;
   const half = R.t.dtype === "f16" || R.t.dtype === "bf16";
   const maxBind = maxBindingBytes(gpu);
   const entry = half ? "gemm_half" : "gemm_f32";
@@ -210,6 +215,8 @@ export function gemmNN(L: RowView, S: RowView, out: Tensor, opts: GemmOptions = 
   const gpu = out.gpu;
   const P = L.rows, K = L.k, Q = S.k;
   if (!tuning.transposedGemm || S.rows !== K || L.batches !== 1 || S.batches !== 1) return false;
+  // GPU variant: gemm()'s tiled kernel reads the transposed view itself, so no gemm_nn here.
+  if (useGpuKernels(gpu)) return false;
   const half = S.t.dtype === "f16" || S.t.dtype === "bf16";
   const perTexel = half ? 8 : 4;
   if (K === 0 || P === 0 || Q === 0 || K > K_CHUNK || Q > perTexel * MAX_TEXELS) return false;
