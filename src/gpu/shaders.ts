@@ -5,6 +5,7 @@
 /** Every shader file in `shaders/` (without `.wgsl`). tests/url_import_test.ts keeps this in sync. */
 export const SHADER_FILES: readonly string[] = [
   "attention",
+  "attention_tiled",
   "cast",
   "elementwise",
   "embedding",

@@ -14,6 +14,8 @@
 import { f32 } from "../../gpu/device.ts";
 import { kernel } from "../../gpu/kernel.ts";
 import { record, Tensor } from "../tensor.ts";
+import { useGpuKernels } from "../variants.ts";
+import { attentionTiledForward } from "./attention_tiled.ts";
 
 export { rope, ropeInvFreq } from "./rope.ts";
 
@@ -198,6 +200,11 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     });
     partMl.dispose();
     partAcc.dispose();
+  } else if (useGpuKernels(gpu)) {
+    // GPU variant (a discrete GPU, or SIQVL_KERNELS=gpu): K/V tiles in workgroup memory
+    // (attention_tiled.ts); same out and lse, so the backward below is unchanged.
+    const o = { causal: opts.causal, masked: !!opts.keyMask, qOffset: opts.qOffset ?? 0, scale };
+    attentionTiledForward(gpu, d, { ...inputs, o: out, lse }, o);
   } else {
     K.dispatch(gpu, "fwd", {
       u: u,

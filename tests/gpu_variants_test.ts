@@ -1,0 +1,279 @@
+// The kernel variants meant for a discrete GPU (shaders/gemm_tiled.wgsl,
+// shaders/attention_tiled.wgsl), forced on whatever adapter runs the tests
+// (tuning.forceGpuVariants), against float64 references on random non-zero inputs: odd shapes,
+// f32 / bf16 / f16 weights, every layout of the training step, windows; attention causal,
+// bidirectional, GQA, masked, head dims 16..128. Each test also checks that the tiled kernels
+// ran and the texture-staged ones did not.
+import { assertClose, gpu, GPU_TEST, rand, TOL } from "./util.ts";
+import {
+  matmul,
+  roundBf16,
+  roundF16,
+  setBindingLimitForTests,
+  Tensor,
+  withTuning,
+} from "../src/tensor/mod.ts";
+import { attention } from "../src/tensor/ops/attention.ts";
+import type { Dispatch, Gpu } from "../src/gpu/device.ts";
+
+// Run fn with the GPU variants forced, returning the shader.entry names it dispatched.
+async function forced(g: Gpu, fn: () => Promise<void>): Promise<Set<string>> {
+  const seen = new Set<string>();
+  const dispatch = g.dispatch;
+  g.dispatch = (d: Dispatch) => {
+    seen.add(`${d.shader}.${d.entry}`);
+    dispatch.call(g, d);
+  };
+  try {
+    await withTuning({ forceGpuVariants: true }, fn);
+  } finally {
+    g.dispatch = dispatch;
+  }
+  return seen;
+}
+
+// ---- GEMM ----
+
+interface Mm {
+  Z: number;
+  M: number;
+  K: number;
+  N: number;
+  transA?: boolean;
+  transB?: boolean;
+  batchedB?: boolean;
+  bias?: boolean;
+  dtype?: "f32" | "bf16" | "f16";
+}
+
+// out = op(a)·op(b) + bias, dA, dB (only for f32 b) in float64.
+function mmReference(
+  c: Mm,
+  a: Float32Array,
+  b: ArrayLike<number>,
+  bias: Float32Array | null,
+  g: Float32Array,
+) {
+  const { Z, M, K, N } = c;
+  const ai = (z: number, m: number, k: number) =>
+    c.transA ? (z * K + k) * M + m : (z * M + m) * K + k;
+  const bi = (z: number, k: number, n: number) =>
+    (c.batchedB ? z * K * N : 0) + (c.transB ? n * K + k : k * N + n);
+  const out = new Float64Array(Z * M * N);
+  const da = new Float64Array(Z * M * K);
+  const db = new Float64Array((c.batchedB ? Z : 1) * K * N);
+  for (let z = 0; z < Z; z++) {
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let s = bias ? bias[n] : 0;
+        const gv = g[(z * M + m) * N + n];
+        for (let k = 0; k < K; k++) {
+          s += a[ai(z, m, k)] * b[bi(z, k, n)];
+          da[ai(z, m, k)] += gv * b[bi(z, k, n)];
+          db[bi(z, k, n)] += gv * a[ai(z, m, k)];
+        }
+        out[(z * M + m) * N + n] = s;
+      }
+    }
+  }
+  return { out, da, db };
+}
+
+async function checkMatmul(g: Gpu, c: Mm, seed: number): Promise<void> {
+  const dtype = c.dtype ?? "f32";
+  const lead = c.Z === 1 && !c.batchedB ? [] : [c.Z];
+  const aShape = [...lead, ...(c.transA ? [c.K, c.M] : [c.M, c.K])];
+  const bShape = [...(c.batchedB ? [c.Z] : []), ...(c.transB ? [c.N, c.K] : [c.K, c.N])];
+  const av = rand(c.Z * c.M * c.K, seed);
+  const bv = rand((c.batchedB ? c.Z : 1) * c.K * c.N, seed + 1);
+  const biasv = c.bias ? rand(c.N, seed + 2) : null;
+  const gv = rand(c.Z * c.M * c.N, seed + 3);
+  const round = dtype === "bf16" ? roundBf16 : dtype === "f16" ? roundF16 : (x: number) => x;
+  const a = Tensor.from(g, av, aShape);
+  const b = Tensor.from(g, bv, bShape, dtype);
+  const bias = biasv ? Tensor.from(g, biasv, [c.N]) : undefined;
+  a.requiresGrad = true;
+  b.requiresGrad = dtype === "f32";
+  const out = matmul(a, b, { transA: c.transA, transB: c.transB, bias });
+  out.backward(Tensor.from(g, gv, [...lead, c.M, c.N]));
+  const want = mmReference(c, av, Array.from(bv, round), biasv, gv);
+  const what = JSON.stringify(c);
+  const tol = TOL.f32Reduce;
+  assertClose(await out.read(), want.out, tol, `${what} forward`);
+  assertClose(await a.grad!.read(), want.da, tol, `${what} dA`);
+  if (b.requiresGrad) assertClose(await b.grad!.read(), want.db, tol, `${what} dB`);
+  for (const t of [a, b, bias, out]) t?.dispose();
+}
+
+function expectTiledGemm(seen: Set<string>, entries: string[]): void {
+  for (const e of entries) {
+    if (!seen.has(`gemm_tiled.${e}`)) throw new Error(`gemm_tiled.${e} did not run: ${[...seen]}`);
+  }
+  const staged = [...seen].filter((s) => s.startsWith("matmul"));
+  if (staged.length) throw new Error(`texture kernels ran with the GPU variants: ${staged}`);
+}
+
+Deno.test(
+  "gemm_tiled f32: odd shapes, every layout of forward and backward",
+  GPU_TEST,
+  async () => {
+    const g = await gpu();
+    const cases: Mm[] = [
+      { Z: 1, M: 70, K: 37, N: 65, transB: true, bias: true }, // x·Wᵀ, g·W, gᵀ·x
+      { Z: 1, M: 1, K: 131, N: 130, transB: true }, // one row (decode)
+      { Z: 1, M: 129, K: 64, N: 68, bias: true }, // vector loads along r and along rows
+      { Z: 1, M: 33, K: 3, N: 5, transA: true },
+      { Z: 1, M: 17, K: 9, N: 33, transA: true, transB: true, bias: true },
+      { Z: 1, M: 3, K: 0, N: 5, bias: true }, // empty contraction: bias only
+      { Z: 3, M: 5, K: 19, N: 9, batchedB: true, bias: true },
+      { Z: 2, M: 18, K: 11, N: 6, batchedB: true, transA: true, transB: true },
+      { Z: 3, M: 7, K: 10, N: 13 }, // leading dims folded into M
+      { Z: 3, M: 6, K: 5, N: 20, transA: true }, // shared b: dB accumulated over batches
+    ];
+    const seen = await forced(g, async () => {
+      let seed = 1000;
+      for (const c of cases) await checkMatmul(g, c, seed += 10);
+    });
+    expectTiledGemm(seen, ["tiled_f32"]);
+  },
+);
+
+Deno.test("gemm_tiled: bf16 and f16 weights, forward and input gradient", GPU_TEST, async () => {
+  const g = await gpu();
+  const cases: Mm[] = [];
+  for (const dtype of ["bf16", "f16"] as const) {
+    cases.push(
+      { Z: 1, M: 67, K: 45, N: 71, transB: true, bias: true, dtype }, // odd: scalar half loads
+      { Z: 1, M: 20, K: 96, N: 66, transB: true, dtype }, // even: paired-word loads
+      { Z: 2, M: 9, K: 33, N: 14, dtype }, // [K, N] weight: contiguous along the outputs
+      { Z: 1, M: 1, K: 64, N: 40, transB: true, dtype },
+    );
+  }
+  const seen = await forced(g, async () => {
+    let seed = 2000;
+    for (const c of cases) await checkMatmul(g, c, seed += 10);
+  });
+  expectTiledGemm(seen, ["tiled_half"]); // a half weight has no gradient: both products read it
+});
+
+Deno.test("gemm_tiled: output and operand windows (small binding limit)", GPU_TEST, async () => {
+  const g = await gpu();
+  setBindingLimitForTests(4096);
+  try {
+    const seen = await forced(g, async () => {
+      await checkMatmul(g, { Z: 1, M: 75, K: 20, N: 30, transB: true, bias: true }, 3000);
+      await checkMatmul(g, { Z: 3, M: 40, K: 12, N: 17, batchedB: true }, 3010);
+      await checkMatmul(g, { Z: 1, M: 50, K: 24, N: 28, transB: true, dtype: "bf16" }, 3020);
+    });
+    if (!seen.has("gemm_tiled.tiled_f32")) {
+      throw new Error(`tiled kernel did not run: ${[...seen]}`);
+    }
+  } finally {
+    setBindingLimitForTests(null);
+  }
+});
+
+// ---- attention ----
+
+interface At {
+  B: number;
+  T: number;
+  S: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  causal: boolean;
+  qOffset?: number;
+  mask?: number[];
+}
+
+// out, dq, dk, dv in float64 (rows that see no key give 0).
+function attReference(c: At, q: Float32Array, k: Float32Array, v: Float32Array, go: Float32Array) {
+  const { B, T, S, Hq, Hkv, D } = c;
+  const G = Hq / Hkv, scale = 1 / Math.sqrt(D), qoff = c.qOffset ?? 0;
+  const out = new Float64Array(q.length), dq = new Float64Array(q.length);
+  const dk = new Float64Array(k.length), dv = new Float64Array(v.length);
+  const qi = (b: number, i: number, h: number) => ((b * T + i) * Hq + h) * D;
+  const ki = (b: number, j: number, g: number) => ((b * S + j) * Hkv + g) * D;
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < Hq; h++) {
+      const gh = Math.floor(h / G);
+      for (let i = 0; i < T; i++) {
+        const seen: number[] = [];
+        for (let j = 0; j < S; j++) {
+          if (c.causal && j > qoff + i) continue;
+          if (c.mask && c.mask[b * S + j] === 0) continue;
+          seen.push(j);
+        }
+        if (!seen.length) continue;
+        const s = seen.map((j) => {
+          let x = 0;
+          for (let d = 0; d < D; d++) x += q[qi(b, i, h) + d] * k[ki(b, j, gh) + d];
+          return x * scale;
+        });
+        const mx = Math.max(...s);
+        const e = s.map((x) => Math.exp(x - mx));
+        const sum = e.reduce((x, y) => x + y, 0);
+        const p = e.map((x) => x / sum);
+        const dp = seen.map((j) => {
+          let x = 0;
+          for (let d = 0; d < D; d++) x += go[qi(b, i, h) + d] * v[ki(b, j, gh) + d];
+          return x;
+        });
+        const pdp = p.reduce((acc, pj, n) => acc + pj * dp[n], 0);
+        seen.forEach((j, n) => {
+          const ds = p[n] * (dp[n] - pdp) * scale;
+          for (let d = 0; d < D; d++) {
+            out[qi(b, i, h) + d] += p[n] * v[ki(b, j, gh) + d];
+            dq[qi(b, i, h) + d] += ds * k[ki(b, j, gh) + d];
+            dk[ki(b, j, gh) + d] += ds * q[qi(b, i, h) + d];
+            dv[ki(b, j, gh) + d] += p[n] * go[qi(b, i, h) + d];
+          }
+        });
+      }
+    }
+  }
+  return { out, dq, dk, dv };
+}
+
+async function checkAttention(g: Gpu, c: At, seed: number): Promise<void> {
+  const { B, T, S, Hq, Hkv, D } = c;
+  const qv = rand(B * T * Hq * D, seed), kv = rand(B * S * Hkv * D, seed + 1);
+  const vv = rand(B * S * Hkv * D, seed + 2), gv = rand(B * T * Hq * D, seed + 3);
+  const q = Tensor.from(g, qv, [B, T, Hq, D]);
+  const k = Tensor.from(g, kv, [B, S, Hkv, D]);
+  const v = Tensor.from(g, vv, [B, S, Hkv, D]);
+  const mask = c.mask ? Tensor.from(g, c.mask, [B, S], "i32") : undefined;
+  for (const t of [q, k, v]) t.requiresGrad = true;
+  const out = attention(q, k, v, { causal: c.causal, keyMask: mask, qOffset: c.qOffset });
+  const got = await out.read();
+  out.backward(Tensor.from(g, gv, [B, T, Hq, D]));
+  const want = attReference(c, qv, kv, vv, gv);
+  const what = JSON.stringify({ ...c, mask: c.mask ? "yes" : undefined });
+  assertClose(got, want.out, 1e-5, `${what}: out`);
+  assertClose(await q.grad!.read(), want.dq, 1e-4, `${what}: dq`);
+  assertClose(await k.grad!.read(), want.dk, 1e-4, `${what}: dk`);
+  assertClose(await v.grad!.read(), want.dv, 1e-4, `${what}: dv`);
+  for (const t of [q, k, v, out, mask]) t?.dispose();
+}
+
+Deno.test("attention_tiled: causal / bidirectional, GQA, masks, head dims", GPU_TEST, async () => {
+  const g = await gpu();
+  // Rows past one workgroup (G·T > 64), keys past one tile (S > 16) and not a multiple of it.
+  const mask = Array.from({ length: 2 * 37 }, (_, i) => (i % 5 === 3 || i >= 70 ? 0 : 1));
+  const cases: At[] = [
+    { B: 2, T: 33, S: 33, Hq: 7, Hkv: 1, D: 16, causal: true }, // GQA 7:1
+    { B: 1, T: 70, S: 70, Hq: 2, Hkv: 2, D: 64, causal: false },
+    { B: 1, T: 45, S: 45, Hq: 4, Hkv: 2, D: 64, causal: true },
+    { B: 2, T: 37, S: 37, Hq: 2, Hkv: 1, D: 8, causal: true, mask }, // incl. rows seeing nothing
+    { B: 1, T: 9, S: 11, Hq: 2, Hkv: 1, D: 72, causal: false },
+    { B: 1, T: 20, S: 50, Hq: 2, Hkv: 2, D: 128, causal: true, qOffset: 30 }, // chunked prefill
+  ];
+  const seen = await forced(g, async () => {
+    let seed = 4000;
+    for (const c of cases) await checkAttention(g, c, seed += 10);
+  });
+  if (!seen.has("attention_tiled.fwd") || seen.has("attention.fwd")) {
+    throw new Error(`the tiled forward did not replace attention.fwd: ${[...seen]}`);
+  }
+});
