@@ -6,9 +6,11 @@
 #
 #   1. adapter: name, backend, limits, verified features (timestamp queries, shader-f16)
 #   2. correctness: every kernel family's tests against their float64 references, with the GPU
-#      kernel variants forced (SIQVL_KERNELS=gpu: matmul tile shape {wg 64, rows 4}) — on lavapipe
-#      this checks the GPU paths; on a GPU it checks what the GPU would run anyway
-#   3. benchmarks: matmul GFLOP/s per variant at the real shapes, attention, linear-CE, AdamW
+#      kernel variants forced (SIQVL_KERNELS=gpu: the workgroup-tiled GEMM and attention forward,
+#      tests/gpu_variants_test.ts) — on lavapipe this checks the GPU paths; on a GPU it checks
+#      what the GPU would run anyway
+#   3. benchmarks: matmul GFLOP/s per variant at the real shapes (texture kernel with its two tile
+#      shapes vs the tiled storage-buffer kernel), attention (both forwards), linear-CE, AdamW
 #      (bench/kernels.ts), a real-shape LoRA training step under the profiler
 #      (bench/train_step.ts), prefill and decode tokens/s (bench/model_real.ts)
 #
@@ -51,7 +53,7 @@ if [ "$mode" = auto ]; then [ "$fallback" = gpu ] && mode=full || mode=quick; fi
 echo "mode: $mode"
 
 echo "== 2. correctness (GPU kernel variants forced: SIQVL_KERNELS=gpu)"
-tests="matmul attention linear_ce elementwise embedding nn optim rope_softmax tape kernel profile"
+tests="gpu_variants matmul attention linear_ce elementwise embedding nn optim rope_softmax tape kernel profile"
 files=$(for t in $tests; do echo "tests/${t}_test.ts"; done)
 if SIQVL_KERNELS=gpu deno test -A --unstable-webgpu $files >"$out/tests.log" 2>&1; then
   echo "all kernel tests passed: $(grep -E '^ok \|' "$out/tests.log" | tail -1)"
@@ -77,7 +79,7 @@ fi
 echo "== summary ($(($(date +%s) - start)) s, mode $mode, results in $out)"
 head -1 "$out/adapter.txt"
 grep -E '^ok \||FAILED' "$out/tests.log" | tail -1
-grep -E '^\| matmul' "$out/kernels.log" | head -12
+grep -E '^\| (matmul|attention)' "$out/kernels.log" | head -40
 grep -E '^(ci|real) lora' "$out/train_step.log"
 [ -f "$out/model_real.log" ] && grep -E '^generate' "$out/model_real.log"
 exit $status

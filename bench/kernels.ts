@@ -18,6 +18,7 @@
 
 import { parseArgs } from "node:util";
 import { Gpu } from "../src/gpu/device.ts";
+import { setGpuKernels } from "../src/tensor/variants.ts";
 import { processCpuSeconds } from "../src/gpu/profile.ts";
 import {
   f32ToBf16Bits,
@@ -151,11 +152,24 @@ export async function benchLinear(
 /** GEMM variants --variants adds to the table (the default row is the shipped choice). */
 export const MATMUL_VARIANTS: { name: string; apply: (gpu: Gpu) => () => void }[] = [
   { name: "default", apply: () => () => {} },
+  // The texture-staged kernel (shaders/matmul.wgsl) with its lavapipe and its GPU tile shapes.
+  ...[{ wg: 8, rows: 16 }, { wg: 64, rows: 4 }].map((tiles) => ({
+    name: `texture wg ${tiles.wg} × rows ${tiles.rows}`,
+    apply: (gpu: Gpu) => {
+      setGpuKernels(gpu, false);
+      setMatmulTiles(gpu, tiles);
+      return () => {
+        setGpuKernels(gpu, null);
+        setMatmulTiles(gpu, null);
+      };
+    },
+  })),
+  // The workgroup-tiled storage-buffer kernel (shaders/gemm_tiled.wgsl).
   {
-    name: "GPU tiles wg 64 × rows 4",
+    name: "tiled 64×64 (GPU)",
     apply: (gpu) => {
-      setMatmulTiles(gpu, { wg: 64, rows: 4 });
-      return () => setMatmulTiles(gpu, null);
+      setGpuKernels(gpu, true);
+      return () => setGpuKernels(gpu, null);
     },
   },
 ];
@@ -288,22 +302,36 @@ async function exists(rel: string): Promise<boolean> {
 
 const attentionSection: BenchSection = {
   name: "attention",
-  run: async ({ quick }) => {
+  run: async ({ quick, variants }) => {
     if (!(await exists("./attention.ts"))) return [];
     const { benchAttention } = await import("./attention.ts");
-    const r = await benchAttention({ T: 360, Hq: 14, Hkv: 2, D: 64, iterations: quick ? 1 : 3 });
-    const ms = r.msForward + r.msBackward;
-    return [{
-      family: "attention",
-      kernel: "fused fwd + bwd (causal)",
-      shape: "T 360, 14q/2kv, d 64",
-      dtype: "f32",
-      ms,
-      rate: r.gflops,
-      unit: "GFLOP/s",
-      cpuMs: r.cpuMs,
-      work: (r.gflops * ms) / 1e3,
-    }];
+    const gpu = await Gpu.get();
+    const rows: BenchRow[] = [];
+    // --variants: the forward of attention.wgsl vs the workgroup-tiled one (attention_tiled.wgsl).
+    for (const gpuKernels of variants ? [false, true] : [null]) {
+      setGpuKernels(gpu, gpuKernels);
+      let r;
+      try {
+        r = await benchAttention({ T: 360, Hq: 14, Hkv: 2, D: 64, iterations: quick ? 1 : 3 });
+      } finally {
+        setGpuKernels(gpu, null);
+      }
+      const ms = r.msForward + r.msBackward;
+      const fwd = gpuKernels === null ? "" : gpuKernels ? ", tiled fwd (GPU)" : ", register fwd";
+      rows.push({
+        family: "attention",
+        kernel: `fused fwd + bwd (causal)${fwd}`,
+        shape: "T 360, 14q/2kv, d 64",
+        dtype: "f32",
+        ms,
+        rate: r.gflops,
+        unit: "GFLOP/s",
+        cpuMs: r.cpuMs,
+        work: (r.gflops * ms) / 1e3,
+      });
+      printRow(rows[rows.length - 1]);
+    }
+    return rows;
   },
 };
 
