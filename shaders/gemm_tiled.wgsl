@@ -1,3 +1,4 @@
+//f16 enable f16;
 // gemm_tiled.wgsl — the GEMM for discrete GPUs: workgroup-shared tiles on storage buffers, read
 // straight from the operands' own layouts (no texture staging), with the matmul.wgsl epilogue.
 //
@@ -35,6 +36,12 @@
 // r-contiguous loads to different banks (a 4-way conflict without it, 2-way with it).
 //
 // Grid: (ceil(N / 64), ceil(M / 64), batches).
+//
+// The shader-f16 variant (gemm_tiled_f16, derived by src/gpu/shaders.ts from this file with its
+// `//f16 ` lines switched on, so it is compiled only where the device has shader-f16): tiled_f16
+// reads an f16 R as array<vec4<f16>> — 4 halves in one 8-byte load, widened to f32 on the way
+// into workgroup memory (accumulation stays f32) — vector mode needing offsets and strides
+// multiples of 4 halves.
 
 struct G {
   M: u32,          // output rows of this dispatch
@@ -62,6 +69,7 @@ struct G {
 @group(0) @binding(3) var<storage, read> bh: array<vec4u>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> o: array<f32>;
+//f16 @group(0) @binding(6) var<storage, read> bf: array<vec4<f16>>;
 
 override BF16: bool = true;
 
@@ -83,16 +91,18 @@ fn widen(w: u32) -> vec2f {
 fn hword(w: u32) -> u32 { return bh[w >> 2u][w & 3u]; }
 fn h1(i: u32) -> f32 { return widen(hword(i >> 1u))[i & 1u]; }
 
-// Operand element sources, selected by `which` (0: L, 1: f32 R, 2: half R).
+// Operand element sources, selected by `which` (0: L, 1: f32 R, 2: packed half R, 3: f16 R).
 fn ld1(which: u32, i: u32) -> f32 {
   if (which == 0u) { return a1(i); }
   if (which == 1u) { return b1(i); }
+  //f16 if (which == 3u) { return f32(bf[i >> 2u][i & 3u]); }
   return h1(i);
 }
-// 4 consecutive elements i..i+3 as one vector load (i a multiple of 4; of 2 for halves).
+// 4 consecutive elements i..i+3 as one vector load (i a multiple of 4; of 2 for packed halves).
 fn ld4(which: u32, i: u32) -> vec4f {
   if (which == 0u) { return a[i >> 2u]; }
   if (which == 1u) { return b[i >> 2u]; }
+  //f16 if (which == 3u) { return vec4f(bf[i >> 2u]); }
   let w = i >> 1u;  // i even: two whole words
   return vec4f(widen(hword(w)), widen(hword(w + 1u)));
 }
@@ -197,3 +207,8 @@ fn tiled_f32(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index)
 fn tiled_half(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   tiled(wid, lid, 2u);
 }
+
+//f16 @compute @workgroup_size(256)
+//f16 fn tiled_f16(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+//f16   tiled(wid, lid, 3u);
+//f16 }

@@ -14,6 +14,7 @@ import {
   withTuning,
 } from "../src/tensor/mod.ts";
 import { attention } from "../src/tensor/ops/attention.ts";
+import { setNativeF16 } from "../src/tensor/ops/gemm_tiled.ts";
 import type { Dispatch, Gpu } from "../src/gpu/device.ts";
 
 // Run fn with the GPU variants forced, returning the shader.entry names it dispatched.
@@ -107,7 +108,8 @@ async function checkMatmul(g: Gpu, c: Mm, seed: number): Promise<void> {
 
 function expectTiledGemm(seen: Set<string>, entries: string[]): void {
   for (const e of entries) {
-    if (!seen.has(`gemm_tiled.${e}`)) throw new Error(`gemm_tiled.${e} did not run: ${[...seen]}`);
+    const shader = e === "tiled_f16" ? "gemm_tiled_f16" : "gemm_tiled";
+    if (!seen.has(`${shader}.${e}`)) throw new Error(`${shader}.${e} did not run: ${[...seen]}`);
   }
   const staged = [...seen].filter((s) => s.startsWith("matmul"));
   if (staged.length) throw new Error(`texture kernels ran with the GPU variants: ${staged}`);
@@ -140,20 +142,28 @@ Deno.test(
 
 Deno.test("gemm_tiled: bf16 and f16 weights, forward and input gradient", GPU_TEST, async () => {
   const g = await gpu();
-  const cases: Mm[] = [];
-  for (const dtype of ["bf16", "f16"] as const) {
-    cases.push(
-      { Z: 1, M: 67, K: 45, N: 71, transB: true, bias: true, dtype }, // odd: scalar half loads
-      { Z: 1, M: 20, K: 96, N: 66, transB: true, dtype }, // even: paired-word loads
-      { Z: 2, M: 9, K: 33, N: 14, dtype }, // [K, N] weight: contiguous along the outputs
-      { Z: 1, M: 1, K: 64, N: 40, transB: true, dtype },
-    );
+  const cases = (dtype: "bf16" | "f16"): Mm[] => [
+    { Z: 1, M: 67, K: 45, N: 71, transB: true, bias: true, dtype }, // odd: scalar half loads
+    { Z: 1, M: 20, K: 96, N: 66, transB: true, dtype }, // even: vector loads
+    { Z: 2, M: 9, K: 33, N: 14, dtype }, // [K, N] weight: contiguous along the outputs
+    { Z: 1, M: 1, K: 64, N: 40, transB: true, dtype },
+  ];
+  // f16 twice where the device has shader-f16: vec4<f16> loads, then the packed-u32 path.
+  const runs: ["bf16" | "f16", boolean][] = [["bf16", true], ["f16", false]];
+  if (g.features.shaderF16) runs.push(["f16", true]);
+  let seed = 2000;
+  for (const [dtype, native] of runs) {
+    setNativeF16(native);
+    try {
+      const seen = await forced(g, async () => {
+        for (const c of cases(dtype)) await checkMatmul(g, c, seed += 10);
+      });
+      // A half weight has no gradient: both products read the weight.
+      expectTiledGemm(seen, [dtype === "f16" && native ? "tiled_f16" : "tiled_half"]);
+    } finally {
+      setNativeF16(true);
+    }
   }
-  const seen = await forced(g, async () => {
-    let seed = 2000;
-    for (const c of cases) await checkMatmul(g, c, seed += 10);
-  });
-  expectTiledGemm(seen, ["tiled_half"]); // a half weight has no gradient: both products read it
 });
 
 Deno.test("gemm_tiled: output and operand windows (small binding limit)", GPU_TEST, async () => {

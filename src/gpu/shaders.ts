@@ -24,6 +24,14 @@ export const SHADER_FILES: readonly string[] = [
   "softmax",
 ];
 
+/**
+ * Shaders derived from a file by switching on its lines that start with `//f16 ` (after any indentation) (an `enable f16;`
+ * directive and the code that needs it): name → base file. They are compiled only on a device
+ * with shader-f16 (the base file compiles everywhere); loadShaderSources adds one whenever its base
+ * is loaded.
+ */
+export const F16_VARIANTS: Readonly<Record<string, string>> = { gemm_tiled_f16: "gemm_tiled" };
+
 /** URL of a shader file, relative to this module. */
 export function shaderUrl(name: string): URL {
   return new URL(`../../shaders/${name}.wgsl`, import.meta.url);
@@ -44,5 +52,9 @@ export async function loadShaderSources(names: readonly string[]): Promise<Map<s
     }
     out.set(name, text);
   }));
+  for (const [name, base] of Object.entries(F16_VARIANTS)) {
+    const code = out.get(base);
+    if (code !== undefined) out.set(name, code.replace(/^(\s*)\/\/f16 /gm, "$1"));
+  }
   return out;
 }

@@ -16,7 +16,8 @@ export interface ShaderCheck {
 export function computeEntries(code: string): string[] {
   const out: string[] = [];
   const re = /@compute[^;{]*?fn\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(/g;
-  for (let m = re.exec(code); m; m = re.exec(code)) out.push(m[1]);
+  const live = code.replace(/\/\/[^\n]*/g, ""); // not entry points in comments
+  for (let m = re.exec(live); m; m = re.exec(live)) out.push(m[1]);
   return out;
 }
 

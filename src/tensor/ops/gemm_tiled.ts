@@ -1,6 +1,8 @@
 // The GPU GEMM (shaders/gemm_tiled.wgsl): out[z, p, q] (+)= Σ_r L[z, p, r] · R[z, q, r]
 // (+ bias[q]) read straight from the two row views' strides — no staging copy, any transpose —
 // in 64 × 64 output tiles of 256 invocations. gemm.ts calls it first where useGpuKernels(gpu).
+// R may be f32, bf16 or f16 (raw halves widened in the shader; an f16 R is read as vec4<f16> by
+// the shader-f16 variant where the device has the feature).
 //
 // Bindings: R must fit one storage binding; L and the output are windowed by (batch, row range)
 // when they do not (offsets rounded down to the alignment, the remainder added as an element
@@ -17,28 +19,37 @@ import type { GemmOptions } from "./gemm.ts";
 const TILE = 64;
 const MAX_GRID = 65535;
 
-const TILED = kernel("gemm_tiled", {
-  uniforms: [
-    "M",
-    "N",
-    "K",
-    "a_off",
-    "a_rs",
-    "a_ks",
-    "a_bs",
-    "b_off",
-    "b_rs",
-    "b_ks",
-    "b_bs",
-    "o_base",
-    "o_bstride",
-    "ldo",
-    "flags",
-    "amode",
-    "bmode",
-  ],
-  bindings: ["a", "b", "bh", "bias", "o"],
+const UNIFORMS = [
+  "M",
+  "N",
+  "K",
+  "a_off",
+  "a_rs",
+  "a_ks",
+  "a_bs",
+  "b_off",
+  "b_rs",
+  "b_ks",
+  "b_bs",
+  "o_base",
+  "o_bstride",
+  "ldo",
+  "flags",
+  "amode",
+  "bmode",
+] as const;
+const TILED = kernel("gemm_tiled", { uniforms: UNIFORMS, bindings: ["a", "b", "bh", "bias", "o"] });
+// The shader-f16 variant (src/gpu/shaders.ts F16_VARIANTS): an f16 R read as vec4<f16>.
+const TILED_F16 = kernel("gemm_tiled_f16", {
+  uniforms: UNIFORMS,
+  bindings: ["a", "b", "bh", "bias", "o", "bf"],
 });
+
+let nativeF16 = true;
+/** Testing hook: false makes f16 weights take the packed-u32 path even with shader-f16. */
+export function setNativeF16(on: boolean): void {
+  nativeF16 = on;
+}
 
 const dummies = new WeakMap<Gpu, GPUBuffer>();
 // 16 bytes bound in the slots an entry point does not read (no bias; the other R type).
@@ -69,10 +80,9 @@ const span = (v: RowView, batches: number, rows: number) =>
   (batches - 1) * v.bs + (rows - 1) * v.rs + Math.max(0, v.k - 1) * v.ks + 1;
 
 // The uniform mode of an operand: bit 0 contiguous along rows, bit 1 vector loads (offset and
-// strides multiples of the vector: 4 f32 elements, 2 halves).
-function mode(v: RowView, off: number, batched: boolean): number {
+// strides multiples of the vector's q elements: 4 f32, 2 packed halves, 4 native f16).
+function mode(v: RowView, off: number, batched: boolean, q: number): number {
   const alongRows = v.rs === 1 && v.ks !== 1 ? 1 : 0;
-  const q = v.t.dtype === "f32" ? 4 : 2;
   const unit = alongRows ? v.rs : v.ks;
   const other = alongRows ? v.ks : v.rs;
   const aligned = unit === 1 && off % q === 0 && other % q === 0 && (!batched || v.bs % q === 0);
@@ -90,6 +100,8 @@ export function gemmTiled(L: RowView, R: RowView, out: Tensor, opts: GemmOptions
   const batches = Math.max(L.batches, R.batches);
   if (L.t.dtype !== "f32") return false;
   const half = R.t.dtype === "f16" || R.t.dtype === "bf16";
+  const f16 = R.t.dtype === "f16" && gpu.features.shaderF16 && nativeF16;
+  const qa = 4, qb = half && !f16 ? 2 : 4;
   if (Math.ceil(Q / TILE) > MAX_GRID || Math.ceil(P / TILE) > MAX_GRID) return false;
   const rb = operand(R.t, R.off, span(R, R.batches, Q));
   if (!rb) return false;
@@ -107,17 +119,19 @@ export function gemmTiled(L: RowView, R: RowView, out: Tensor, opts: GemmOptions
   };
   const bindings = {
     b: half ? dummy(gpu) : rb.binding,
-    bh: half ? rb.binding : dummy(gpu),
+    bh: half && !f16 ? rb.binding : dummy(gpu),
     bias: opts.bias ? opts.bias.binding() : dummy(gpu),
+    ...(f16 ? { bf: rb.binding } : {}),
   };
-  const entry = half ? "tiled_half" : "tiled_f32";
-  const constants = half ? { BF16: R.t.dtype === "bf16" ? 1 : 0 } : undefined;
+  const kern = f16 ? TILED_F16 : TILED;
+  const entry = f16 ? "tiled_f16" : half ? "tiled_half" : "tiled_f32";
+  const constants = half && !f16 ? { BF16: R.t.dtype === "bf16" ? 1 : 0 } : undefined;
   const aStride = L.batches > 1 ? L.bs : 0;
   const bStride = R.batches > 1 ? R.bs : 0;
 
   const whole = operand(L.t, L.off, span(L, L.batches, P));
   if (whole && batches * P * Q * 4 <= maxBind && batches <= MAX_GRID) {
-    TILED.dispatch(gpu, entry, {
+    kern.dispatch(gpu, entry, {
       constants,
       u: {
         ...fixed,
@@ -127,8 +141,8 @@ export function gemmTiled(L: RowView, R: RowView, out: Tensor, opts: GemmOptions
         b_off: rb.shift,
         b_bs: bStride,
         o_bstride: P * Q,
-        amode: mode(L, whole.shift, L.batches > 1),
-        bmode: mode(R, rb.shift, R.batches > 1),
+        amode: mode(L, whole.shift, L.batches > 1, qa),
+        bmode: mode(R, rb.shift, R.batches > 1, qb),
       },
       b: { ...bindings, a: whole.binding, o: out },
       workgroups: [Math.ceil(Q / TILE), Math.ceil(P / TILE), batches],
@@ -157,7 +171,7 @@ export function gemmTiled(L: RowView, R: RowView, out: Tensor, opts: GemmOptions
   }
   for (const { z, m0, mc, a } of plan) {
     const o = spanBinding(out, (z * P + m0) * Q * 4, mc * Q * 4);
-    TILED.dispatch(gpu, entry, {
+    kern.dispatch(gpu, entry, {
       constants,
       u: {
         ...fixed,
@@ -165,8 +179,8 @@ export function gemmTiled(L: RowView, R: RowView, out: Tensor, opts: GemmOptions
         a_off: a.shift,
         b_off: rb.shift + z * bStride,
         o_base: o.shift,
-        amode: mode(L, a.shift, false),
-        bmode: mode(R, rb.shift + z * bStride, false),
+        amode: mode(L, a.shift, false, qa),
+        bmode: mode(R, rb.shift + z * bStride, false, qb),
       },
       b: { ...bindings, a: a.binding, o: o.binding },
       workgroups: [Math.ceil(Q / TILE), Math.ceil(mc / TILE), 1],
