@@ -123,7 +123,7 @@ export async function chatMain(argv: string[], io?: ChatIO): Promise<string> {
     const { openSiqvl } = await import("../src/models/factory.ts");
     const { startServer } = await import("../src/serve/server.ts");
     const gpu = await announce(undefined, (line) => write(line + "\n"));
-    const bundle = await openSiqvl(gpu, { checkpoint: v.checkpoint });
+    const bundle = await openSiqvl(gpu, { checkpoint: v.checkpoint }, { pinWeights: true });
     const server = startServer(bundle, { modelName: "local", maxBatch: 1, maxQueue: 1 });
     base = `${server.url}/v1`;
     shutdown = async () => {

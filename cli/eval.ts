@@ -133,7 +133,7 @@ export async function main(
   const gpu = await announce();
   const local = await resolveModelSource(v.checkpoint, (s) => out(s));
   const hash = await checkpointHash(local);
-  const bundle = await openSiqvl(gpu, { checkpoint: local });
+  const bundle = await openSiqvl(gpu, { checkpoint: local }, { pinWeights: true });
   const pool = new ImagePool(workers === undefined ? {} : { workers });
   const results: TaskResult[] = [];
   const report: EvalResults = {

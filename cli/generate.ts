@@ -127,7 +127,9 @@ export async function main(
   }
 
   const gpu = await announce();
-  const { model, processor } = await openSiqvl(gpu, { checkpoint: v.checkpoint });
+  const { model, processor } = await openSiqvl(gpu, { checkpoint: v.checkpoint }, {
+    pinWeights: true,
+  });
   try {
     const px = await preprocessBytes(await readImageBytes(v.image), processor.image);
     const S = processor.image.size;

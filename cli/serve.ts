@@ -5,7 +5,7 @@
 import { intFlag, parseFlags } from "./flags.ts";
 import { basename } from "node:path";
 import { announce } from "../src/gpu/announce.ts";
-import { openSiqvl } from "../src/models/factory.ts";
+import { openSiqvl, pinWeights } from "../src/models/factory.ts";
 import { AdapterSet } from "../src/serve/adapters.ts";
 import { type RunningServer, startServer } from "../src/serve/server.ts";
 import { webHandler } from "../src/web/static.ts";
@@ -107,6 +107,8 @@ export async function serveMain(
   const gpu = await announce(undefined, log);
   const bundle = await openSiqvl(gpu, { checkpoint: v.checkpoint }, { log });
   const set = await AdapterSet.load(gpu, bundle.model, adapters);
+  // After the adapters are merged/loaded: the base weights are final, stage them once.
+  pinWeights(bundle.model);
   // The web page at / (src/web/), loading the served checkpoint from /models/<name>/.
   const web = webHandler({ models: { [opts.modelName]: bundle.tokenizerFrom } });
   const server = startServer(bundle, { ...opts, adapters: set, log, web });

@@ -19,6 +19,7 @@ import {
   type LoadSiqvlOptions,
 } from "./checkpoint.ts";
 import type { SiqvlModel } from "./siqvl.ts";
+import { pinMatmulWeight, unpinMatmulWeight } from "../tensor/ops/matmul_pack.ts";
 import { isModelFolder, type ModelFolder } from "../io/source.ts";
 
 /**
@@ -43,6 +44,24 @@ export interface SiqvlBundle {
 export interface OpenOptions {
   /** Messages (hub resolution); default: none. */
   log?: (msg: string) => void;
+  /**
+   * Inference only: stage every 2-D weight into its matmul texture once and keep it there
+   * ({@link pinWeights}), so prefill and each decode step read it without a copy. Costs one
+   * staged copy of those weights; never for a model that is trained or has weights written later.
+   */
+  pinWeights?: boolean;
+}
+
+/**
+ * Pin the 2-D weights `model` holds now (pinMatmulWeight: staged on first use, then reused by
+ * every matmul until unpinned). A weight replaced later (mergeLora sets a new tensor) is simply
+ * not pinned; one written in place (an optimizer step) would go stale, so this is for inference.
+ * Returns the function that unpins them (frees the staged textures).
+ */
+export function pinWeights(model: SiqvlModel): () => void {
+  const ws = model.namedParameters().map(([, p]) => p.value).filter((w) => w.ndim === 2);
+  ws.forEach(pinMatmulWeight);
+  return () => ws.forEach(unpinMatmulWeight);
 }
 
 /**
@@ -118,5 +137,14 @@ export async function openSiqvl(
     });
     tokenizerFrom = text;
   }
-  return { model, processor, tokenizerFrom, dispose: () => model.dispose() };
+  const unpin = opts.pinWeights ? pinWeights(model) : () => {};
+  return {
+    model,
+    processor,
+    tokenizerFrom,
+    dispose: () => {
+      unpin();
+      model.dispose();
+    },
+  };
 }
