@@ -8,7 +8,7 @@
 // (file, entry, override constants) whatever the shapes.
 
 import { BufferPool, type PoolStats } from "./pool.ts";
-import { loadShaderSources, SHADER_FILES } from "./shaders.ts";
+import { loadShaderSources, SHADER_FAMILY, SHADER_FILES } from "./shaders.ts";
 import { requestSiqvlAdapter } from "./adapter.ts";
 import { activeProfiler, bindingBytes, type Profiler } from "./profile.ts";
 
@@ -359,7 +359,8 @@ export class Gpu {
   #profiledPass(prof: Profiler, d: Dispatch): GPUComputePassEncoder {
     let bytes = 0;
     for (const b of d.bindings) if (b) bytes += bindingBytes(b);
-    const rec = prof.add("kernel", d.shader, `${d.shader}.${d.entry}`, bytes);
+    const family = SHADER_FAMILY[d.shader] ?? d.shader;
+    const rec = prof.add("kernel", family, `${d.shader}.${d.entry}`, bytes);
     if (!this.features.timestampQuery) {
       this.#untimed.push(rec);
       return this.#beginPass();

@@ -32,6 +32,17 @@ export const SHADER_FILES: readonly string[] = [
  */
 export const F16_VARIANTS: Readonly<Record<string, string>> = { gemm_tiled_f16: "gemm_tiled" };
 
+/**
+ * The kernel family of a shader file where it differs from the file's name: the GPU variants
+ * count under the family of the op they implement (profiles compare like with like across
+ * adapters; the kernel column keeps the file name).
+ */
+export const SHADER_FAMILY: Readonly<Record<string, string>> = {
+  gemm_tiled: "matmul",
+  gemm_tiled_f16: "matmul",
+  attention_tiled: "attention",
+};
+
 /** URL of a shader file, relative to this module. */
 export function shaderUrl(name: string): URL {
   return new URL(`../../shaders/${name}.wgsl`, import.meta.url);
