@@ -45,7 +45,10 @@ function values(n: number, seed: number): Float32Array {
 function tensor(shape: number[], seed: number, dtype: "f32" | "bf16" = "f32"): Tensor {
   const v = values(shape.reduce((a, b) => a * b, 1), seed);
   if (dtype === "f32") return Tensor.from(gpu, v, shape);
-  const bits = Uint16Array.from(v, f32ToBf16Bits);
+  // A loop, not Uint16Array.from(v, fn): that builds a temporary JS list first, which runs out of
+  // heap for the 136M-element vocabulary weight.
+  const bits = new Uint16Array(v.length);
+  for (let i = 0; i < v.length; i++) bits[i] = f32ToBf16Bits(v[i]);
   return Tensor.fromBytes(gpu, new Uint8Array(bits.buffer), shape, "bf16");
 }
 
