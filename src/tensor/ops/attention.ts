@@ -15,7 +15,7 @@ import { f32 } from "../../gpu/device.ts";
 import { kernel } from "../../gpu/kernel.ts";
 import { record, Tensor } from "../tensor.ts";
 import { useGpuKernels } from "../variants.ts";
-import { attentionTiledForward } from "./attention_tiled.ts";
+import { type AttentionDims, attentionTiledForward } from "./attention_tiled.ts";
 
 export { rope, ropeInvFreq } from "./rope.ts";
 
@@ -78,14 +78,7 @@ const SPLIT_MIN_KEYS = 64;
 const SPLIT_KEYS = 32;
 const SPLIT_MAX = 64;
 
-interface Dims {
-  B: number;
-  T: number;
-  S: number;
-  Hq: number;
-  Hkv: number;
-  D: number;
-}
+type Dims = AttentionDims;
 
 function checkInputs(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Dims {
   for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
