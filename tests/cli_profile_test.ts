@@ -104,16 +104,15 @@ function checkReport(r: ProfileReport): void {
 }
 
 let profiled: RunResult | null = null;
-let unprofiled: RunResult | null = null;
 
 Deno.test(
   "train --profile: tables and profile.json of steps 2-3, losses unchanged",
   GPU_TEST,
   async () => {
-    const plain = await train([]);
-    const prof = await train(["--profile", "--profile_steps", "2"]);
+    // Budget 0: every block recomputes, so the recompute parts are in the profile.
+    const plain = await train(["--activation_budget_mb", "0"]);
+    const prof = await train(["--activation_budget_mb", "0", "--profile", "--profile_steps", "2"]);
     profiled = prof.res;
-    unprofiled = plain.res;
     // Profiling changes how the work is submitted, not what it computes.
     assert.deepEqual(losses(prof.res), losses(plain.res));
     assert.equal(plain.res.profile, undefined);
@@ -174,9 +173,10 @@ Deno.test(
     );
     // Keeping or recomputing gives the same gradients, so the same losses.
     assert.deepEqual(losses(all.res), losses(none.res));
-    // The default (no budget) recomputes every block, as before the flag existed.
-    assert.ok(unprofiled, "needs the first test's run without flags");
-    assert.deepEqual(unprofiled.checkpointing, { kept: 0, recomputed: forwards });
+    // The default budget (DEFAULT_ACTIVATION_BUDGET_MB) holds every block of this tiny model.
+    const byDefault = await train([]);
+    assert.deepEqual(byDefault.res.checkpointing, { kept: forwards, recomputed: 0 });
+    assert.match(byDefault.log, /blocks keep activations within 1024 MiB/);
     const off = await train(["--no_gradient_checkpointing"]);
     assert.equal(off.res.checkpointing, undefined);
     assert.match(off.log, /gradient checkpointing: off/);

@@ -35,6 +35,9 @@ const DEFAULT_SUBSETS = "coco_colors,densefusion_1m,face_emotion,google_landmark
   "sharegpt4o,sharegpt4v(coco),sharegpt4v(llava),sharegpt4v(knowledge),sharegpt4v(sam)";
 
 /** Every flag: kind, default and one line of help (the order is the --help order). */
+/** --activation_budget_mb when not given (MiB of kept block activations). */
+export const DEFAULT_ACTIVATION_BUDGET_MB = 1024;
+
 export const FLAGS = {
   stage: {
     later: true,
@@ -459,9 +462,11 @@ export const FLAGS = {
     min: 0,
     help: "with gradient checkpointing (the default): keep the activations of transformer " +
       "blocks, in order, while their total stays within N MiB, and recompute only the blocks " +
-      "past it (0 = recompute every block, the default; a large N = keep all, no recompute). " +
-      "The split is logged after the first step. An error with --no_gradient_checkpointing " +
-      "(then every block keeps its activations)",
+      `past it (default ${DEFAULT_ACTIVATION_BUDGET_MB}: at Qwen2.5-0.5B shapes with one image ` +
+      "and 300 tokens 17 of 24 blocks keep theirs, under PyTorch's peak memory; 0 = " +
+      "recompute every block, least memory; a large N = keep all). The split is logged after " +
+      "the first step. An error with --no_gradient_checkpointing (then every block keeps its " +
+      "activations)",
   },
   profile: {
     kind: "bool",

@@ -18,7 +18,12 @@ import type { SiqvlModel } from "../models/siqvl.ts";
 import { setDropoutSeed } from "../nn/dropout.ts";
 import { scale } from "../tensor/ops/elementwise.ts";
 import { checkpointStats, setCheckpointBudget } from "../tensor/tape.ts";
-import { finalizeArgs, parseTrainArgs, type TrainArgs } from "./args.ts";
+import {
+  DEFAULT_ACTIVATION_BUDGET_MB,
+  finalizeArgs,
+  parseTrainArgs,
+  type TrainArgs,
+} from "./args.ts";
 import {
   EvalLossCallback,
   GenEvalCallback,
@@ -366,7 +371,7 @@ class TrainingRun {
       // ---- what trains, on what ----
       const trainable = stage.trainable(model);
       model.text.gradientCheckpointing = a.gradient_checkpointing;
-      const budgetMb = a.activation_budget_mb ?? 0;
+      const budgetMb = a.activation_budget_mb ?? DEFAULT_ACTIVATION_BUDGET_MB;
       const prevBudget = setCheckpointBudget(budgetMb * 2 ** 20);
       cleanup.push(() => void setCheckpointBudget(prevBudget));
       log(
@@ -639,7 +644,7 @@ class TrainingRun {
     const { kept, recomputed } = checkpointStats(true);
     if (!this.args.gradient_checkpointing || kept + recomputed === 0) return;
     this.checkpointing = { kept, recomputed };
-    const budget = this.args.activation_budget_mb ?? 0;
+    const budget = this.args.activation_budget_mb ?? DEFAULT_ACTIVATION_BUDGET_MB;
     this.view.say(
       `[siqvl] gradient checkpointing, step ${this.globalStep}: ${kept} of ${
         kept + recomputed
