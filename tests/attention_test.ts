@@ -4,90 +4,10 @@
 
 import assert from "node:assert/strict";
 import { assertClose, gpu, GPU_TEST, rand } from "./util.ts";
+import { type AttentionCase, refAttention } from "./reference.ts";
 import { attention, Tensor, tidy } from "../src/tensor/mod.ts";
 
-interface Cfg {
-  B: number;
-  T: number;
-  S: number;
-  Hq: number;
-  Hkv: number;
-  D: number;
-  causal: boolean;
-  qOffset?: number;
-  scale?: number;
-  mask?: Int32Array;
-}
-
-interface RefResult {
-  out: Float64Array;
-  dq: Float64Array;
-  dk: Float64Array;
-  dv: Float64Array;
-  /** Per query row (b, h, i): whether it sees at least one key. */
-  seen: boolean[];
-}
-
-// Plain float64 attention: materialises each row's probabilities. dout = null skips backward.
-function refAttention(
-  c: Cfg,
-  q: ArrayLike<number>,
-  k: ArrayLike<number>,
-  v: ArrayLike<number>,
-  dout: ArrayLike<number> | null,
-): RefResult {
-  const { B, T, S, Hq, Hkv, D } = c;
-  const G = Hq / Hkv, off = c.qOffset ?? 0, sc = c.scale ?? 1 / Math.sqrt(D);
-  const out = new Float64Array(B * T * Hq * D);
-  const dq = new Float64Array(q.length), dk = new Float64Array(k.length);
-  const dv = new Float64Array(v.length);
-  const seen: boolean[] = [];
-  const qi = (b: number, i: number, h: number) => ((b * T + i) * Hq + h) * D;
-  const ki = (b: number, j: number, g: number) => ((b * S + j) * Hkv + g) * D;
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < Hq; h++) {
-      const g = Math.floor(h / G);
-      for (let i = 0; i < T; i++) {
-        const keys: number[] = [];
-        for (let j = 0; j < S; j++) {
-          if ((!c.causal || j <= off + i) && (!c.mask || c.mask[b * S + j] !== 0)) keys.push(j);
-        }
-        seen.push(keys.length > 0);
-        if (!keys.length) continue;
-        const qo = qi(b, i, h);
-        const s = keys.map((j) => {
-          let t = 0;
-          for (let d = 0; d < D; d++) t += q[qo + d] * k[ki(b, j, g) + d];
-          return t * sc;
-        });
-        const m = Math.max(...s);
-        const e = s.map((x) => Math.exp(x - m));
-        const l = e.reduce((a, x) => a + x, 0);
-        const p = e.map((x) => x / l);
-        keys.forEach((j, t) => {
-          for (let d = 0; d < D; d++) out[qo + d] += p[t] * v[ki(b, j, g) + d];
-        });
-        if (!dout) continue;
-        const dp = keys.map((j) => {
-          let t = 0;
-          for (let d = 0; d < D; d++) t += dout[qo + d] * v[ki(b, j, g) + d];
-          return t;
-        });
-        let rowDot = 0;
-        keys.forEach((_, t) => rowDot += p[t] * dp[t]);
-        keys.forEach((j, t) => {
-          const ds = p[t] * (dp[t] - rowDot), ko = ki(b, j, g);
-          for (let d = 0; d < D; d++) {
-            dq[qo + d] += sc * ds * k[ko + d];
-            dk[ko + d] += sc * ds * q[qo + d];
-            dv[ko + d] += p[t] * dout[qo + d];
-          }
-        });
-      }
-    }
-  }
-  return { out, dq, dk, dv, seen };
-}
+type Cfg = AttentionCase;
 
 /** Run attention on the GPU with random inputs and compare forward and gradients. */
 async function check(c: Cfg, seed: number, opts: { tol?: number; amp?: number } = {}) {

@@ -5,6 +5,7 @@
 // bidirectional, GQA, masked, head dims 16..128. Each test also checks that the tiled kernels
 // ran and the texture-staged ones did not.
 import { assertClose, gpu, GPU_TEST, rand, TOL } from "./util.ts";
+import { refAttention, refMatmul } from "./reference.ts";
 import {
   matmul,
   roundBf16,
@@ -47,39 +48,6 @@ interface Mm {
   dtype?: "f32" | "bf16" | "f16";
 }
 
-// out = op(a)·op(b) + bias, dA, dB (only for f32 b) in float64.
-function mmReference(
-  c: Mm,
-  a: Float32Array,
-  b: ArrayLike<number>,
-  bias: Float32Array | null,
-  g: Float32Array,
-) {
-  const { Z, M, K, N } = c;
-  const ai = (z: number, m: number, k: number) =>
-    c.transA ? (z * K + k) * M + m : (z * M + m) * K + k;
-  const bi = (z: number, k: number, n: number) =>
-    (c.batchedB ? z * K * N : 0) + (c.transB ? n * K + k : k * N + n);
-  const out = new Float64Array(Z * M * N);
-  const da = new Float64Array(Z * M * K);
-  const db = new Float64Array((c.batchedB ? Z : 1) * K * N);
-  for (let z = 0; z < Z; z++) {
-    for (let m = 0; m < M; m++) {
-      for (let n = 0; n < N; n++) {
-        let s = bias ? bias[n] : 0;
-        const gv = g[(z * M + m) * N + n];
-        for (let k = 0; k < K; k++) {
-          s += a[ai(z, m, k)] * b[bi(z, k, n)];
-          da[ai(z, m, k)] += gv * b[bi(z, k, n)];
-          db[bi(z, k, n)] += gv * a[ai(z, m, k)];
-        }
-        out[(z * M + m) * N + n] = s;
-      }
-    }
-  }
-  return { out, da, db };
-}
-
 async function checkMatmul(g: Gpu, c: Mm, seed: number): Promise<void> {
   const dtype = c.dtype ?? "f32";
   const lead = c.Z === 1 && !c.batchedB ? [] : [c.Z];
@@ -97,7 +65,7 @@ async function checkMatmul(g: Gpu, c: Mm, seed: number): Promise<void> {
   b.requiresGrad = dtype === "f32";
   const out = matmul(a, b, { transA: c.transA, transB: c.transB, bias });
   out.backward(Tensor.from(g, gv, [...lead, c.M, c.N]));
-  const want = mmReference(c, av, Array.from(bv, round), biasv, gv);
+  const want = refMatmul(c, av, Array.from(bv, round), biasv, gv);
   const what = JSON.stringify(c);
   const tol = TOL.f32Reduce;
   assertClose(await out.read(), want.out, tol, `${what} forward`);
@@ -197,55 +165,6 @@ interface At {
   mask?: number[];
 }
 
-// out, dq, dk, dv in float64 (rows that see no key give 0).
-function attReference(c: At, q: Float32Array, k: Float32Array, v: Float32Array, go: Float32Array) {
-  const { B, T, S, Hq, Hkv, D } = c;
-  const G = Hq / Hkv, scale = 1 / Math.sqrt(D), qoff = c.qOffset ?? 0;
-  const out = new Float64Array(q.length), dq = new Float64Array(q.length);
-  const dk = new Float64Array(k.length), dv = new Float64Array(v.length);
-  const qi = (b: number, i: number, h: number) => ((b * T + i) * Hq + h) * D;
-  const ki = (b: number, j: number, g: number) => ((b * S + j) * Hkv + g) * D;
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < Hq; h++) {
-      const gh = Math.floor(h / G);
-      for (let i = 0; i < T; i++) {
-        const seen: number[] = [];
-        for (let j = 0; j < S; j++) {
-          if (c.causal && j > qoff + i) continue;
-          if (c.mask && c.mask[b * S + j] === 0) continue;
-          seen.push(j);
-        }
-        if (!seen.length) continue;
-        const s = seen.map((j) => {
-          let x = 0;
-          for (let d = 0; d < D; d++) x += q[qi(b, i, h) + d] * k[ki(b, j, gh) + d];
-          return x * scale;
-        });
-        const mx = Math.max(...s);
-        const e = s.map((x) => Math.exp(x - mx));
-        const sum = e.reduce((x, y) => x + y, 0);
-        const p = e.map((x) => x / sum);
-        const dp = seen.map((j) => {
-          let x = 0;
-          for (let d = 0; d < D; d++) x += go[qi(b, i, h) + d] * v[ki(b, j, gh) + d];
-          return x;
-        });
-        const pdp = p.reduce((acc, pj, n) => acc + pj * dp[n], 0);
-        seen.forEach((j, n) => {
-          const ds = p[n] * (dp[n] - pdp) * scale;
-          for (let d = 0; d < D; d++) {
-            out[qi(b, i, h) + d] += p[n] * v[ki(b, j, gh) + d];
-            dq[qi(b, i, h) + d] += ds * k[ki(b, j, gh) + d];
-            dk[ki(b, j, gh) + d] += ds * q[qi(b, i, h) + d];
-            dv[ki(b, j, gh) + d] += p[n] * go[qi(b, i, h) + d];
-          }
-        });
-      }
-    }
-  }
-  return { out, dq, dk, dv };
-}
-
 async function checkAttention(g: Gpu, c: At, seed: number): Promise<void> {
   const { B, T, S, Hq, Hkv, D } = c;
   const qv = rand(B * T * Hq * D, seed), kv = rand(B * S * Hkv * D, seed + 1);
@@ -258,7 +177,7 @@ async function checkAttention(g: Gpu, c: At, seed: number): Promise<void> {
   const out = attention(q, k, v, { causal: c.causal, keyMask: mask, qOffset: c.qOffset });
   const got = await out.read();
   out.backward(Tensor.from(g, gv, [B, T, Hq, D]));
-  const want = attReference(c, qv, kv, vv, gv);
+  const want = refAttention(c, qv, kv, vv, gv);
   const what = JSON.stringify({ ...c, mask: c.mask ? "yes" : undefined });
   assertClose(got, want.out, 1e-5, `${what}: out`);
   assertClose(await q.grad!.read(), want.dq, 1e-4, `${what}: dq`);

@@ -1,6 +1,7 @@
 // matmul / linear against float64 references: transposes, batches, bias, half weights, awkward
 // sizes, every gradient, contraction chunking and tensors larger than one storage binding.
 import { assertClose, gpu, GPU_TEST, rand, TOL } from "./util.ts";
+import { type MatmulCase, refMatmul } from "./reference.ts";
 import {
   bf16BitsToF32,
   f16BitsToF32,
@@ -22,58 +23,7 @@ import {
 import type { Gpu } from "../src/gpu/device.ts";
 import { useGpuKernels } from "../src/tensor/variants.ts";
 
-interface Case {
-  Z: number; // leading (batch) size of a; b batched when batchedB
-  M: number;
-  K: number;
-  N: number;
-  transA?: boolean;
-  transB?: boolean;
-  batchedB?: boolean;
-  bias?: boolean;
-}
-
-// Element accessors of the stored layouts.
-const aAt = (c: Case, a: ArrayLike<number>, z: number, m: number, k: number) =>
-  c.transA ? a[(z * c.K + k) * c.M + m] : a[(z * c.M + m) * c.K + k];
-const bAt = (c: Case, b: ArrayLike<number>, z: number, k: number, n: number) => {
-  const base = c.batchedB ? z * c.K * c.N : 0;
-  return c.transB ? b[base + n * c.K + k] : b[base + k * c.N + n];
-};
-
-/** out, dA, dB, dbias in float64 for upstream gradient g [Z, M, N]. */
-function reference(
-  c: Case,
-  a: ArrayLike<number>,
-  b: ArrayLike<number>,
-  bias: ArrayLike<number> | null,
-  g: ArrayLike<number>,
-) {
-  const { Z, M, K, N } = c;
-  const out = new Float64Array(Z * M * N);
-  const da = new Float64Array(Z * M * K);
-  const db = new Float64Array((c.batchedB ? Z : 1) * K * N);
-  const dbias = new Float64Array(N);
-  for (let z = 0; z < Z; z++) {
-    for (let m = 0; m < M; m++) {
-      for (let n = 0; n < N; n++) {
-        let s = bias ? bias[n] : 0;
-        for (let k = 0; k < K; k++) s += aAt(c, a, z, m, k) * bAt(c, b, z, k, n);
-        out[(z * M + m) * N + n] = s;
-        const gv = g[(z * M + m) * N + n];
-        dbias[n] += gv;
-        for (let k = 0; k < K; k++) {
-          const ai = c.transA ? (z * K + k) * M + m : (z * M + m) * K + k;
-          da[ai] += gv * bAt(c, b, z, k, n);
-          const bBase = c.batchedB ? z * K * N : 0;
-          const bi = c.transB ? bBase + n * K + k : bBase + k * N + n;
-          db[bi] += gv * aAt(c, a, z, m, k);
-        }
-      }
-    }
-  }
-  return { out, da, db, dbias };
-}
+type Case = MatmulCase;
 
 function shapes(c: Case) {
   const lead = c.Z === 1 && !c.batchedB ? [] : [c.Z];
@@ -99,7 +49,7 @@ async function check(g: Gpu, c: Case, seed: number): Promise<void> {
   const what = JSON.stringify(c);
   if (out.shape.join() !== outShape.join()) throw new Error(`${what}: shape [${out.shape}]`);
   out.backward(up);
-  const want = reference(c, av, bv, biasv, gv);
+  const want = refMatmul(c, av, bv, biasv, gv);
   assertClose(await out.read(), want.out, TOL.f32Reduce, `${what} forward`);
   assertClose(await a.grad!.read(), want.da, TOL.f32Reduce, `${what} dA`);
   assertClose(await b.grad!.read(), want.db, TOL.f32Reduce, `${what} dB`);
@@ -157,7 +107,7 @@ Deno.test(
       const y = linear(x, w, bias);
       y.backward(up);
       const c: Case = { Z: 1, M: T, K: I, N: O, transB: true };
-      const want = reference(c, xv, wr, bv, gv);
+      const want = refMatmul(c, xv, wr, bv, gv);
       assertClose(await y.read(), want.out, TOL.f32Reduce, `${dtype} forward`);
       assertClose(await x.grad!.read(), want.da, TOL.f32Reduce, `${dtype} dx`);
       // The same weight stored [K, N] (strided half packing) and a half activation.
@@ -167,7 +117,7 @@ Deno.test(
       const xh = Tensor.from(g, xv, [T, I], dtype);
       const y2 = matmul(xh, w2);
       const xr = Array.from(xv, round);
-      const want2 = reference({ Z: 1, M: T, K: I, N: O }, xr, Array.from(wt, round), null, gv);
+      const want2 = refMatmul({ Z: 1, M: T, K: I, N: O }, xr, Array.from(wt, round), null, gv);
       assertClose(await y2.read(), want2.out, TOL.f32Reduce, `${dtype} [K, N] weight, half input`);
       // A single row (the 1-row kernel variant).
       const x1 = Tensor.from(g, xv.subarray(0, I), [1, I]);
@@ -190,7 +140,7 @@ Deno.test("matmul: GPU tile shape (64 invocations × 4 rows), same results", GPU
     const w = Tensor.from(g, wv, [O, I], "bf16");
     const y = linear(x, w);
     const c: Case = { Z: 1, M: T, K: I, N: O, transB: true };
-    const want = reference(c, xv, Array.from(wv, roundBf16), null, new Float32Array(T * O));
+    const want = refMatmul(c, xv, Array.from(wv, roundBf16), null, new Float32Array(T * O));
     assertClose(await y.read(), want.out, TOL.f32Reduce, "bf16 weight, GPU tiles");
     for (const t of [x, w, y]) t.dispose();
   } finally {
@@ -221,7 +171,7 @@ Deno.test("linear: a 1-D input is one row", GPU_TEST, async () => {
   if (y.shape.join() !== `${O}`) throw new Error(`shape [${y.shape}]`);
   const up = Tensor.from(g, new Float32Array(O).fill(1), [O]);
   y.backward(up);
-  const want = reference(
+  const want = refMatmul(
     { Z: 1, M: 1, K: I, N: O, transB: true },
     xv,
     wv,
@@ -239,7 +189,7 @@ Deno.test("linear: a pinned weight is staged once and reused", GPU_TEST, async (
   const xv = rand(T * I, 900), wv = rand(O * I, 901);
   const x = Tensor.from(g, xv, [T, I]);
   const w = Tensor.from(g, wv, [O, I], "bf16");
-  const want = reference(
+  const want = refMatmul(
     { Z: 1, M: T, K: I, N: O, transB: true },
     xv,
     Array.from(wv, roundBf16),
