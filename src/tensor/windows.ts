@@ -219,3 +219,18 @@ export function spanBinding(
     shift: (byteStart - start) / elemBytes,
   };
 }
+
+const placeholders = new WeakMap<Gpu, GPUBuffer>();
+
+/**
+ * A 16-byte storage buffer (one per device) to bind in the read-only slots an entry point does
+ * not read (no bias; the other weight type), since layout "auto" pipelines need every slot.
+ */
+export function placeholderBuffer(gpu: Gpu): GPUBuffer {
+  let b = placeholders.get(gpu);
+  if (!b) {
+    b = gpu.device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE, label: "placeholder" });
+    placeholders.set(gpu, b);
+  }
+  return b;
+}

@@ -6,7 +6,7 @@
 import type { Gpu } from "../../gpu/device.ts";
 import { kernel } from "../../gpu/kernel.ts";
 import type { Tensor } from "../tensor.ts";
-import { maxBindingBytes, spanBinding } from "../windows.ts";
+import { maxBindingBytes, placeholderBuffer, spanBinding } from "../windows.ts";
 import { MAX_TEXELS, pack, releaseTexture, type RowView } from "./matmul_pack.ts";
 import { tuning } from "../tuning.ts";
 import { useGpuKernels } from "../variants.ts";
@@ -77,18 +77,6 @@ export function setMatmulTiles(gpu: Gpu, tiles: MatmulTiles | null): void {
   tileOverrides.set(gpu, { wg, rows });
 }
 
-const dummies = new WeakMap<Gpu, GPUBuffer>();
-
-// A 16-byte buffer bound as `bias` when there is none.
-function dummyBias(gpu: Gpu): GPUBuffer {
-  let b = dummies.get(gpu);
-  if (!b) {
-    b = gpu.device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE, label: "no bias" });
-    dummies.set(gpu, b);
-  }
-  return b;
-}
-
 // 1×1 textures bound in the R slot gemm_nn_* does not read (layout "auto" needs both).
 const dummyTextures = new WeakMap<Gpu, { f32: GPUTextureView; u32: GPUTextureView }>();
 function dummyTexture(gpu: Gpu, kind: "f32" | "u32"): GPUTextureView {
@@ -135,7 +123,7 @@ export function gemm(L: RowView, R: RowView, out: Tensor, opts: GemmOptions = {}
   if (half) constants.BF16 = R.t.dtype === "bf16" ? 1 : 0;
   if (rows !== 16) constants.ROWS = rows;
   if (tiles.wg !== 8) constants.WG = tiles.wg;
-  const biasBinding = opts.bias ? opts.bias.binding() : dummyBias(gpu);
+  const biasBinding = opts.bias ? opts.bias.binding() : placeholderBuffer(gpu);
   const outBytes = batches * P * Q * 4;
   const chunks = Math.max(1, Math.ceil(K / K_CHUNK));
   if (Math.ceil(P / rows) > MAX_GRID || Math.ceil(Q / tileN) > MAX_GRID) {
@@ -240,7 +228,7 @@ export function gemmNN(L: RowView, S: RowView, out: Tensor, opts: GemmOptions = 
       ta: ta.view,
       tb: half ? dummyTexture(gpu, "f32") : tb.view,
       tbh: half ? tb.view : dummyTexture(gpu, "u32"),
-      bias: opts.bias ? opts.bias.binding() : dummyBias(gpu),
+      bias: opts.bias ? opts.bias.binding() : placeholderBuffer(gpu),
       o: out,
     },
     workgroups: [Math.ceil(P / rows), Math.ceil(Q / (COLS * tiles.wg)), 1],

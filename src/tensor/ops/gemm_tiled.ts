@@ -12,7 +12,7 @@
 import type { Gpu } from "../../gpu/device.ts";
 import { kernel } from "../../gpu/kernel.ts";
 import { DTYPE_BYTES, type Tensor } from "../tensor.ts";
-import { type Binding, maxBindingBytes, spanBinding } from "../windows.ts";
+import { type Binding, maxBindingBytes, placeholderBuffer, spanBinding } from "../windows.ts";
 import type { RowView } from "./matmul_pack.ts";
 import type { GemmOptions } from "./gemm.ts";
 
@@ -49,17 +49,6 @@ let nativeF16 = true;
 /** Testing hook: false makes f16 weights take the packed-u32 path even with shader-f16. */
 export function setNativeF16(on: boolean): void {
   nativeF16 = on;
-}
-
-const dummies = new WeakMap<Gpu, GPUBuffer>();
-// 16 bytes bound in the slots an entry point does not read (no bias; the other R type).
-function dummy(gpu: Gpu): GPUBuffer {
-  let d = dummies.get(gpu);
-  if (!d) {
-    d = gpu.device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE, label: "gemm dummy" });
-    dummies.set(gpu, d);
-  }
-  return d;
 }
 
 // Elements [e0, e0 + n) of a view's tensor as a binding rounded up to whole 16-byte words (the
@@ -118,9 +107,9 @@ export function gemmTiled(L: RowView, R: RowView, out: Tensor, opts: GemmOptions
     flags,
   };
   const bindings = {
-    b: half ? dummy(gpu) : rb.binding,
-    bh: half && !f16 ? rb.binding : dummy(gpu),
-    bias: opts.bias ? opts.bias.binding() : dummy(gpu),
+    b: half ? placeholderBuffer(gpu) : rb.binding,
+    bh: half && !f16 ? rb.binding : placeholderBuffer(gpu),
+    bias: opts.bias ? opts.bias.binding() : placeholderBuffer(gpu),
     ...(f16 ? { bf: rb.binding } : {}),
   };
   const kern = f16 ? TILED_F16 : TILED;
